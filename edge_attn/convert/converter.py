@@ -1,0 +1,211 @@
+"""Convert a Keras model (float, or tfmot quantize-aware) to TFLite flatbuffer bytes as a recipe says.
+
+The model is traced as a ``tf.function`` with a fixed batch (``recipe.batch_size``) so that the
+Reshape/Shape ops of squeeze-and-excitation fold into constants, then handed to
+``TFLiteConverter.from_concrete_functions([function], model)``. Passing the model makes the converter
+lower through a SavedModel, so the .tflite keeps a ``serving_default`` SignatureDef (signature runners and
+app bundles use it); without it conversion is ~10x faster on small models but writes no signature.
+A recipe's ``qat`` flag must match the model: a quantize-aware model (fake-quant ops in the graph) only
+converts with a QAT recipe, and a QAT recipe only converts a quantize-aware model. Per quantization:
+
+- ``int8``: ``Optimize.DEFAULT``, int8 (or uint8/float32) inputs and outputs, and
+  ``representative_dataset`` from the caller's samples. After conversion the flatbuffer is inspected: TF
+  2.21's converter keeps ops without an int8 kernel (FLOOR, COS, ...) in float between
+  DEQUANTIZE/QUANTIZE even when ``supported_ops`` is ``TFLITE_BUILTINS_INT8`` only, so unless the recipe
+  has ``allow_float_ops`` any op left in float is an error listing the ops.
+- ``fp16``: float16 weights (``supported_types=[tf.float16]``); ``dynamic``: ``Optimize.DEFAULT`` without
+  data (int8 weights, float activations); ``f32``: plain.
+
+Quantize-aware (QAT) models and representative data, as measured with TF 2.21 / tfmot 0.8.1:
+
+- The converter demands a representative dataset whenever ``supported_ops`` is
+  ``TFLITE_BUILTINS_INT8`` only, QAT model or not (its metrics hook builds ``QuantizationMode`` without the
+  graph, so it cannot see the fake-quant ops; also reported in tensorflow/tensorflow#38285). Without
+  samples a QAT model is therefore converted with the default op set; the fake-quant ranges still make it
+  int8 and the inspection above still enforces "no float ops".
+- With samples, the converter quantizes from the fake-quant ranges and then runs its calibrator over the
+  result: tensors that carry QAT ranges keep them (samples scaled by 100 give byte-identical output), and
+  only tensors with no fake-quant range (ops tfmot did not wrap) are calibrated from the samples, which
+  turns them int8 instead of leaving them float. Passing samples for a QAT model is therefore harmless and
+  fills gaps; it also renames the graph input/output tensors to the signature names.
+
+The conversion is deterministic: the same model, recipe and samples give byte-identical bytes (the
+embedded metadata holds the TF version and a hash of the model, nothing time- or path-dependent).
+"""
+
+import contextlib
+import itertools
+import os
+import re
+import sys
+import tempfile
+
+import numpy as np
+
+from edge_attn._keras import tf
+from edge_attn.atomic import write_bytes
+from edge_attn.convert.inspect import inspect_tflite
+from edge_attn.errors import BadInput
+
+_IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
+# The op types TFLite's converter itself treats as "this model was quantization-aware trained".
+_FAKE_QUANT_OPS = frozenset({
+    "FakeQuantWithMinMaxVars",
+    "FakeQuantWithMinMaxVarsPerChannel",
+    "FakeQuantWithMinMaxArgs",
+    "QuantizeAndDequantizeV2",
+    "QuantizeAndDequantizeV3",
+})
+_MAX_LISTED_OPS = 8
+
+
+def convert_model(model, recipe, representative=None, *, name=None):
+    """Convert ``model`` per ``recipe`` and return the .tflite flatbuffer as bytes.
+
+    ``representative``: an iterable of float32 batches shaped ``[recipe.batch_size, *input_shape[1:]]``
+    (single-sample batches with the default batch size 1); the first ``recipe.calibration_samples`` are
+    used. Required for post-training int8; optional for a quantize-aware model (see the module notes);
+    unused by the other quantizations. ``name`` names the model in errors (default: the Keras model name).
+
+    Raises :class:`~edge_attn.errors.BadInput` for a model the recipe cannot convert, naming the op(s);
+    the converter's own exception stays chained (shown with ``--debug``).
+    """
+    what = name or f"model {model.name!r}"
+    function = _trace(model, recipe.batch_size, what)
+    quantize_aware = _has_fake_quant(function)
+    _check_model_matches_recipe(recipe, quantize_aware, what)
+    samples = None
+    if recipe.quantization == "int8" and representative is not None:
+        samples = _take_samples(representative, recipe, function)
+    if recipe.quantization == "int8" and samples is None and not quantize_aware:
+        raise BadInput(what, f"recipe {recipe.name!r} (post-training int8) needs representative data to calibrate "
+                             "activation ranges")
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function], model)
+    _configure(converter, recipe, samples)
+    with tempfile.TemporaryFile() as native_log:
+        try:
+            with _redirect_native_output(native_log):
+                data = bytes(converter.convert())
+        except Exception as e:
+            native_log.seek(0)
+            log = native_log.read().decode("utf-8", "replace").strip()
+            if log:
+                e.add_note(f"converter output:\n{log}")
+            raise BadInput(what, f"conversion with recipe {recipe.name!r} failed: {_describe_failure(e)}") from e
+
+    if recipe.quantization == "int8" and not recipe.allow_float_ops:
+        info = inspect_tflite(data)
+        float_ops = info.float_ops()
+        if float_ops:
+            listed = ", ".join(f"{op.op} -> {info.tensors[op.outputs[0]].name}" if op.outputs else op.op
+                               for op in float_ops[:_MAX_LISTED_OPS])
+            more = f" and {len(float_ops) - _MAX_LISTED_OPS} more" if len(float_ops) > _MAX_LISTED_OPS else ""
+            raise BadInput(what, f"int8 recipe {recipe.name!r} left {len(float_ops)} op(s) computing in float: "
+                                 f"{listed}{more} (no int8 kernel or no quantization range; set allow_float_ops = "
+                                 "true to keep them in float)")
+    return data
+
+
+def write_tflite(path, data):
+    """Write the flatbuffer ``data`` to ``path`` atomically (a failed write leaves no partial file)."""
+    write_bytes(path, data)
+
+
+def _trace(model, batch_size, what):
+    """The model's forward pass as a concrete function with a fixed batch dimension."""
+    if len(model.inputs) != 1:
+        raise BadInput(what, f"expected a single-input model, got {len(model.inputs)} inputs")
+    shape = [batch_size, *model.inputs[0].shape[1:]]
+    if any(dim is None for dim in shape):
+        raise BadInput(what, f"input shape {tuple(model.inputs[0].shape)} has unknown dimensions; a fixed input "
+                             "shape is needed for conversion")
+    spec = tf.TensorSpec(shape, model.inputs[0].dtype)
+    return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
+
+
+def _has_fake_quant(function):
+    graph_def = function.graph.as_graph_def()
+    nodes = itertools.chain(graph_def.node, (n for f in graph_def.library.function for n in f.node_def))
+    return any(node.op in _FAKE_QUANT_OPS for node in nodes)
+
+
+def _check_model_matches_recipe(recipe, quantize_aware, what):
+    if quantize_aware and not recipe.qat:
+        raise BadInput(what, f"the model is quantize-aware (fake-quant ops) but recipe {recipe.name!r} is not a QAT "
+                             "recipe; convert it with an int8 QAT recipe such as int8-qat")
+    if recipe.qat and not quantize_aware:
+        raise BadInput(what, f"recipe {recipe.name!r} expects a quantize-aware model but the model has no fake-quant "
+                             "ops; make it quantize-aware first, or use int8-ptq")
+
+
+def _take_samples(representative, recipe, function):
+    """The first ``calibration_samples`` representative batches as float32 arrays, shape-checked."""
+    expected = tuple(function.inputs[0].shape)
+    samples = []
+    for i, sample in enumerate(itertools.islice(representative, recipe.calibration_samples)):
+        try:
+            array = np.asarray(sample, dtype=np.float32)
+        except (TypeError, ValueError) as e:
+            raise BadInput("representative data", f"sample {i} is not a float array: {e}") from e
+        if array.shape != expected:
+            raise BadInput("representative data", f"sample {i} has shape {array.shape}, expected {expected} "
+                                                  f"(batches of {recipe.batch_size})")
+        samples.append(array)
+    if not samples:
+        raise BadInput("representative data", "no samples")
+    return samples
+
+
+def _configure(converter, recipe, samples):
+    if recipe.quantization == "int8":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if samples is not None:
+            # A fresh generator per call: the converter may iterate the dataset more than once.
+            converter.representative_dataset = lambda: ([sample] for sample in samples)
+            if not recipe.allow_float_ops:
+                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = _IO_DTYPES[recipe.input_type]
+        converter.inference_output_type = _IO_DTYPES[recipe.output_type]
+    elif recipe.quantization == "fp16":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif recipe.quantization == "dynamic":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+
+
+def _describe_failure(error):
+    """One line from a converter exception: the offending op(s) and the first line of the message."""
+    ops, messages = [], []
+    for entry in getattr(error, "errors", []):  # ConverterError carries structured ConverterErrorData
+        if entry.operator.name:
+            ops.append(entry.operator.name)
+        if entry.error_message:
+            messages.append(entry.error_message.splitlines()[0])
+    text = str(error)
+    if not ops:
+        ops = re.findall(r"'((?:tf|tfl)\.\w+)' op", text)
+    first = messages[0] if messages else next((line.strip() for line in text.splitlines() if line.strip()), "")
+    first = first.replace("Could not translate MLIR to FlatBuffer.", "").strip()
+    unique_ops = list(dict.fromkeys(ops))
+    return f"op {', '.join(unique_ops)}: {first}" if unique_ops else first or type(error).__name__
+
+
+@contextlib.contextmanager
+def _redirect_native_output(log_file):
+    """Send the converter's C++ stdout/stderr (MLIR dumps, absl logs) to ``log_file`` instead of the
+    terminal, so that a failure prints one line; the chained Python exception keeps the details."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(log_file.fileno(), 1)
+        os.dup2(log_file.fileno(), 2)
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)

@@ -1,0 +1,221 @@
+"""Read a .tflite flatbuffer: its ops, tensors, quantization parameters, and whether it is all-int8.
+
+The model is read from the flatbuffer itself (LiteRT's ``flatbuffer_utils`` and schema), not from an
+``Interpreter``: the default interpreter applies XNNPACK, so ``_get_ops_details()`` shows DELEGATE nodes
+and scratch tensors instead of the ops in the file. The main subgraph (subgraph 0, the model's entry
+point in the TFLite schema) is inspected; control-flow subgraphs are counted but not listed.
+
+"All-int8" follows the TFLite 8-bit quantization spec
+(https://ai.google.dev/edge/litert/models/quantization_spec): int8 activations, int8 weights, int32
+biases; int32 constants such as axes and shapes are fine.
+"""
+
+import dataclasses
+import os
+
+from edge_attn.errors import BadInput
+
+try:
+    from ai_edge_litert import schema_py_generated as schema
+    from ai_edge_litert.tools import flatbuffer_utils
+except ImportError:  # pragma: no cover - ai-edge-litert is a declared dependency
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+_FILE_IDENTIFIER = b"TFL3"  # bytes 4..8 of every TFLite flatbuffer, after the root table offset
+_DTYPE_NAMES = {code: name.lower() for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
+_OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
+_FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
+# Constant dtypes an all-int8 model may hold: int8 weights, int32 biases and int32 axes/shapes.
+_INT8_MODEL_CONSTANT_DTYPES = frozenset({"int8", "int32"})
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """One tensor of the main subgraph. ``scales``/``zero_points`` are empty for unquantized tensors."""
+
+    index: int
+    name: str
+    dtype: str  # "int8", "int32", "float32", ...
+    shape: tuple
+    scales: tuple
+    zero_points: tuple
+    quantized_dimension: int
+    is_constant: bool
+
+    def to_dict(self):
+        return dataclasses.asdict(self) | {"shape": list(self.shape), "scales": list(self.scales),
+                                           "zero_points": list(self.zero_points)}
+
+
+@dataclasses.dataclass(frozen=True)
+class OpInfo:
+    """One operator: its builtin name and tensor indices (-1 marks an omitted optional input)."""
+
+    index: int
+    op: str  # builtin name such as "CONV_2D"; custom ops are "CUSTOM:<code>"
+    inputs: tuple
+    outputs: tuple
+
+    def to_dict(self):
+        return {"index": self.index, "op": self.op, "inputs": list(self.inputs), "outputs": list(self.outputs)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TFLiteInfo:
+    """What a .tflite file contains; ``source`` is the path, or ``"<bytes>"``."""
+
+    source: str
+    size_bytes: int
+    ops: tuple  # of OpInfo, in execution order
+    tensors: tuple  # of TensorInfo, indexed by tensor index
+    inputs: tuple  # of TensorInfo
+    outputs: tuple  # of TensorInfo
+    min_runtime_version: str | None
+    num_subgraphs: int
+
+    @property
+    def op_names(self):
+        """Sorted unique op names."""
+        return sorted({op.op for op in self.ops})
+
+    @property
+    def fully_int8(self):
+        """Every op computes in int8: non-constant tensors (graph inputs and outputs included) are int8,
+        constants are int8 (weights) or int32 (biases, axes, shapes), and there is no other subgraph."""
+        if self.num_subgraphs != 1:
+            return False
+        for op in self.ops:
+            for tensor in self._tensors_of(op):
+                allowed = _INT8_MODEL_CONSTANT_DTYPES if tensor.is_constant else {"int8"}
+                if tensor.dtype not in allowed:
+                    return False
+        return all(t.dtype == "int8" for t in self.inputs + self.outputs)
+
+    def float_ops(self):
+        """The ops that compute in float: any float input or output tensor (constants included).
+
+        A QUANTIZE that only reads float graph inputs and a DEQUANTIZE that only writes float graph
+        outputs are the edges of an int8 model with float I/O, not float computation, and are left out.
+        """
+        graph_inputs = {t.index for t in self.inputs}
+        graph_outputs = {t.index for t in self.outputs}
+        result = []
+        for op in self.ops:
+            float_in = {i for i in op.inputs if i >= 0 and self.tensors[i].dtype in _FLOAT_DTYPES}
+            float_out = {i for i in op.outputs if self.tensors[i].dtype in _FLOAT_DTYPES}
+            if not float_in and not float_out:
+                continue
+            if op.op == "QUANTIZE" and not float_out and float_in <= graph_inputs:
+                continue
+            if op.op == "DEQUANTIZE" and not float_in and float_out <= graph_outputs:
+                continue
+            result.append(op)
+        return result
+
+    def _tensors_of(self, op):
+        return [self.tensors[i] for i in op.inputs + op.outputs if i >= 0]
+
+    def to_dict(self):
+        """Plain JSON-serialisable data."""
+        return {
+            "source": self.source,
+            "size_bytes": self.size_bytes,
+            "op_names": self.op_names,
+            "fully_int8": self.fully_int8,
+            "float_ops": [op.index for op in self.float_ops()],
+            "min_runtime_version": self.min_runtime_version,
+            "num_subgraphs": self.num_subgraphs,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+            "ops": [op.to_dict() for op in self.ops],
+            "tensors": [t.to_dict() for t in self.tensors],
+        }
+
+
+def inspect_tflite(path_or_bytes):
+    """Read a .tflite file (a path, or the flatbuffer bytes) into a :class:`TFLiteInfo`.
+
+    Anything that is not a complete TFLite flatbuffer (missing, empty, truncated, another format) is a
+    :class:`~edge_attn.errors.BadInput` naming the file.
+    """
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        source, data = "<bytes>", bytes(path_or_bytes)
+    else:
+        source = os.fspath(path_or_bytes)
+        try:
+            with open(source, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise BadInput(source, "no such file") from None
+        except OSError as e:
+            raise BadInput(source, f"cannot read: {e.strerror}") from e
+    if len(data) < 8:
+        raise BadInput(source, f"not a TFLite model: {len(data)} bytes is too short for a flatbuffer")
+    if data[4:8] != _FILE_IDENTIFIER:
+        raise BadInput(source, f"not a TFLite model: file identifier is {data[4:8]!r}, expected {_FILE_IDENTIFIER!r}")
+    try:
+        return _describe(flatbuffer_utils.read_model_from_bytearray(bytearray(data)), source, len(data))
+    except Exception as e:  # the generated parser raises whatever a bad offset leads to (struct.error, ValueError, ...)
+        raise BadInput(source, f"corrupt or truncated TFLite flatbuffer ({type(e).__name__}: {e})") from e
+
+
+def _describe(model, source, size):
+    subgraph = model.subgraphs[0]
+    buffers = model.buffers
+    tensors = tuple(_tensor_info(i, t, buffers) for i, t in enumerate(subgraph.tensors or []))
+    ops = tuple(
+        OpInfo(index=i, op=_op_name(model.operatorCodes[op.opcodeIndex]), inputs=_ints(op.inputs),
+               outputs=_ints(op.outputs))
+        for i, op in enumerate(subgraph.operators or [])
+    )
+    return TFLiteInfo(
+        source=source,
+        size_bytes=size,
+        ops=ops,
+        tensors=tensors,
+        inputs=tuple(tensors[i] for i in _ints(subgraph.inputs)),
+        outputs=tuple(tensors[i] for i in _ints(subgraph.outputs)),
+        min_runtime_version=_metadata_string(model, "min_runtime_version"),
+        num_subgraphs=len(model.subgraphs),
+    )
+
+
+def _tensor_info(index, tensor, buffers):
+    quant = tensor.quantization
+    has_scales = quant is not None and quant.scale is not None
+    buffer = buffers[tensor.buffer] if 0 < tensor.buffer < len(buffers) else None
+    return TensorInfo(
+        index=index,
+        name=(tensor.name or b"").decode("utf-8", "replace"),
+        dtype=_DTYPE_NAMES.get(tensor.type, f"type{tensor.type}"),
+        shape=_ints(tensor.shape),
+        scales=tuple(float(s) for s in quant.scale) if has_scales else (),
+        zero_points=tuple(int(z) for z in quant.zeroPoint) if has_scales and quant.zeroPoint is not None else (),
+        quantized_dimension=int(quant.quantizedDimension) if quant is not None else 0,
+        is_constant=buffer is not None and buffer.data is not None and len(buffer.data) > 0,
+    )
+
+
+def _ints(values):
+    """A flatbuffer int vector (list, numpy array or None when absent) as a tuple of ints."""
+    return () if values is None else tuple(int(v) for v in values)
+
+
+def _op_name(opcode):
+    # Builtin codes above 127 live in `builtinCode`; older files use `deprecatedBuiltinCode` (schema v3a).
+    code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
+    if code == schema.BuiltinOperator.CUSTOM:
+        return f"CUSTOM:{(opcode.customCode or b'').decode('utf-8', 'replace')}"
+    return _OP_NAMES.get(code, f"BUILTIN_{code}")
+
+
+def _metadata_string(model, name):
+    """A metadata entry as text (``min_runtime_version`` is a NUL-padded ASCII string), or None."""
+    for entry in model.metadata or []:
+        if entry.name is not None and entry.name.decode("utf-8", "replace") == name:
+            data = model.buffers[entry.buffer].data
+            if data is None:
+                return None
+            return bytes(data).split(b"\0", 1)[0].decode("ascii", "replace") or None
+    return None

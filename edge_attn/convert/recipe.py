@@ -1,0 +1,208 @@
+"""Conversion recipes: how a Keras model becomes a TFLite flatbuffer, as data users copy and edit.
+
+A recipe is a TOML file (the shipped ones live in ``edge_attn/recipes/``: ``int8-qat``, ``int8-ptq``,
+``fp16``, ``f32``, ``dynamic``) loaded into the frozen :class:`Recipe`. Every key is checked: an unknown
+key, a wrong type, a bad enum value or a key that does not apply to the recipe's quantization (it would be
+silently ignored) is a :class:`~edge_attn.errors.BadInput` naming the file and the field.
+
+TOML cannot hold both ``qat = true`` and a ``[qat]`` table, so the quantization-aware fine-tune settings
+live in a ``[fine_tune]`` table (:class:`QatSettings`, ``recipe.fine_tune``), allowed only when
+``qat = true``.
+"""
+
+import dataclasses
+import math
+import os
+import tomllib
+from importlib import resources
+
+from edge_attn.errors import BadInput
+
+QUANTIZATIONS = ("int8", "fp16", "f32", "dynamic")
+IO_TYPES = ("int8", "uint8", "float32")
+SCHEDULES = ("cosine", "step")
+
+
+@dataclasses.dataclass(frozen=True)
+class QatSettings:
+    """The quantization-aware fine-tune run before an int8 conversion (the ``[fine_tune]`` table)."""
+
+    epochs: int = 3  # 0 = wrap the model quantize-aware and convert, no fine-tune
+    learning_rate: float = 1e-4
+    schedule: str = "cosine"  # "cosine" | "step"
+    batch_size: int = 32
+    bn_freeze_steps: int = 50  # steps after which BatchNormalization statistics stop updating
+    early_stop_patience: int = 2  # epochs without improvement before stopping; 0 = never stop early
+
+
+@dataclasses.dataclass(frozen=True)
+class Recipe:
+    """One conversion recipe; see the comments in the shipped TOML files for what each field does."""
+
+    name: str
+    quantization: str  # "int8" | "fp16" | "f32" | "dynamic"
+    description: str = ""
+    qat: bool = False  # quantization-aware fine-tune before conversion (int8 only)
+    input_type: str = "float32"  # "int8" | "uint8" | "float32"
+    output_type: str = "float32"
+    calibration_samples: int = 200  # representative samples (int8 only)
+    batch_size: int = 1  # fixed batch at conversion: folds Reshape/Shape ops
+    allow_float_ops: bool = False  # int8 only: keep ops that cannot run in int8 in float instead of failing
+    fine_tune: QatSettings = QatSettings()
+    source: str = ""  # the TOML file the recipe was read from
+
+    def to_dict(self):
+        """The recipe as plain JSON-serialisable data (for report.json)."""
+        return dataclasses.asdict(self)
+
+
+def recipes_dir():
+    """The directory of the shipped recipes (package data, so the installed command finds them too)."""
+    return resources.files("edge_attn") / "recipes"
+
+
+def list_recipes():
+    """Names of the shipped recipes, sorted."""
+    return sorted(entry.name[: -len(".toml")] for entry in recipes_dir().iterdir() if entry.name.endswith(".toml"))
+
+
+def load_recipe(name_or_path):
+    """Load a shipped recipe by name (``"int8-qat"``) or any recipe file by path (``"my.toml"``)."""
+    text = os.fspath(name_or_path)
+    if os.sep in text or "/" in text or text.endswith(".toml") or os.path.isfile(text):
+        return _load_file(text)
+    path = recipes_dir() / f"{text}.toml"
+    if not path.is_file():
+        raise BadInput(text, f"unknown recipe; known recipes: {', '.join(list_recipes())} (or give a path to a .toml)")
+    return _load_file(str(path))
+
+
+def _load_file(path):
+    try:
+        with open(path, "rb") as f:
+            table = tomllib.load(f)
+    except FileNotFoundError:
+        raise BadInput(path, "no such recipe file") from None
+    except OSError as e:
+        raise BadInput(path, f"cannot read recipe: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(path, f"not valid TOML: {e}") from e
+    return parse_recipe(table, path)
+
+
+def parse_recipe(table, source):
+    """Validate a TOML table (a dict) into a :class:`Recipe`; ``source`` names it in errors."""
+    fields = _Fields(table, source, prefix="")
+    quantization = fields.choice("quantization", QUANTIZATIONS, required=True)
+    int8 = quantization == "int8"
+    default_io = "int8" if int8 else "float32"
+    recipe = Recipe(
+        name=fields.string("name", default=os.path.splitext(os.path.basename(source))[0]),
+        description=fields.string("description", default=""),
+        quantization=quantization,
+        qat=fields.boolean("qat", default=False),
+        input_type=fields.choice("input_type", IO_TYPES, default=default_io),
+        output_type=fields.choice("output_type", IO_TYPES, default=default_io),
+        calibration_samples=fields.integer("calibration_samples", default=Recipe.calibration_samples, minimum=1),
+        batch_size=fields.integer("batch_size", default=Recipe.batch_size, minimum=1),
+        allow_float_ops=fields.boolean("allow_float_ops", default=False),
+        fine_tune=_parse_fine_tune(fields.table("fine_tune"), source),
+        source=str(source),
+    )
+    fields.reject_unknown()
+
+    if recipe.qat and not int8:
+        raise BadInput(source, f"qat: quantization-aware fine-tune needs quantization = \"int8\", not {quantization!r}")
+    if not int8:
+        for field in ("input_type", "output_type"):
+            if getattr(recipe, field) != "float32":
+                raise BadInput(source, f"{field}: only int8 recipes have integer inputs/outputs; use \"float32\"")
+        for field in ("calibration_samples", "allow_float_ops"):
+            if field in table:
+                raise BadInput(source, f"{field}: only applies to int8 recipes (remove it)")
+    if "fine_tune" in table and not recipe.qat:
+        raise BadInput(source, "fine_tune: only applies when qat = true (remove the table or set qat = true)")
+    return recipe
+
+
+def _parse_fine_tune(table, source):
+    fields = _Fields(table, source, prefix="fine_tune.")
+    defaults = QatSettings()
+    settings = QatSettings(
+        epochs=fields.integer("epochs", default=defaults.epochs, minimum=0),
+        learning_rate=fields.positive_float("learning_rate", default=defaults.learning_rate),
+        schedule=fields.choice("schedule", SCHEDULES, default=defaults.schedule),
+        batch_size=fields.integer("batch_size", default=defaults.batch_size, minimum=1),
+        bn_freeze_steps=fields.integer("bn_freeze_steps", default=defaults.bn_freeze_steps, minimum=0),
+        early_stop_patience=fields.integer("early_stop_patience", default=defaults.early_stop_patience, minimum=0),
+    )
+    fields.reject_unknown()
+    return settings
+
+
+class _Fields:
+    """Typed reads from one TOML table that remember which keys were used, to reject the rest."""
+
+    def __init__(self, table, source, prefix):
+        self.values = table
+        self.source = source
+        self.prefix = prefix
+        self.seen = set()
+
+    def _get(self, key, default, required=False):
+        self.seen.add(key)
+        if key not in self.values:
+            if required:
+                raise BadInput(self.source, f"{self.prefix}{key}: missing (required)")
+            return default
+        return self.values[key]
+
+    def _bad(self, key, problem):
+        return BadInput(self.source, f"{self.prefix}{key}: {problem}")
+
+    def string(self, key, default):
+        value = self._get(key, default)
+        if not isinstance(value, str):
+            raise self._bad(key, f"expected a string, got {value!r}")
+        return value
+
+    def choice(self, key, choices, default=None, required=False):
+        value = self._get(key, default, required)
+        if value not in choices:
+            raise self._bad(key, f"expected one of {', '.join(map(repr, choices))}, got {value!r}")
+        return value
+
+    def boolean(self, key, default):
+        value = self._get(key, default)
+        if not isinstance(value, bool):
+            raise self._bad(key, f"expected true or false, got {value!r}")
+        return value
+
+    def integer(self, key, default, minimum):
+        value = self._get(key, default)
+        # bool is a subclass of int in Python; `batch_size = true` is a mistake, not 1
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise self._bad(key, f"expected an integer, got {value!r}")
+        if value < minimum:
+            raise self._bad(key, f"must be >= {minimum}, got {value}")
+        return value
+
+    def positive_float(self, key, default):
+        value = self._get(key, default)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise self._bad(key, f"expected a number, got {value!r}")
+        if not (math.isfinite(value) and value > 0):
+            raise self._bad(key, f"must be a positive number, got {value!r}")
+        return float(value)
+
+    def table(self, key):
+        value = self._get(key, {})
+        if not isinstance(value, dict):
+            raise self._bad(key, f"expected a [{key}] table, got {value!r}")
+        return value
+
+    def reject_unknown(self):
+        unknown = sorted(set(self.values) - self.seen)
+        if unknown:
+            known = ", ".join(sorted(self.seen))
+            raise BadInput(self.source, f"{self.prefix}{unknown[0]}: unknown key (known keys: {known})")
