@@ -1,0 +1,183 @@
+"""Per-layer error of a converted model: each TFLite op output against the float Keras layer it computes.
+
+The idea of TFLite's ``QuantizationDebugger`` (layer-wise RMSE/SNR of a quantized model), but it works for
+already-converted models, quantize-aware (tfmot) ones included: the debugger needs the float graph of the
+*same* conversion, whereas here the reference is the float Keras model itself. LiteRT runs with
+``experimental_preserve_all_tensors``; each matched op output is dequantized with its own scale and zero
+point and compared with the float model's output for the matching layer.
+
+How a TFLite tensor is matched to a Keras layer (names as TF 2.21's converter writes them; each rule is
+checked numerically in tests/test_evaluate.py, where the matched layer is the one the tensor agrees with):
+
+* Tensor names join the TF op names the converter fused, with ``;``:
+  ``tiny/relu1/Relu;tiny/bn1/FusedBatchNormV3;tiny/conv1/BiasAdd;...``. Every ``/``-separated scope of
+  every part except the op name itself is a candidate layer name; tfmot wraps layers as ``quant_<name>``
+  (``tiny/quant_conv1/Conv2D``), so ``quant_`` is stripped when the exact name is not a layer. A fused op
+  outputs the value of the *last* of its layers in the float model's (topological) order: conv→bn→relu
+  fused into one CONV_2D is the ReLU's output.
+* A fold can drop a layer's name: a bias-free conv followed by a scale-only BatchNorm (beta = mean = 0,
+  e.g. at its initial values) becomes ``tiny/conv2/Conv2D1``, whose value is the BatchNorm's output;
+  Dropout never appears. So a matched layer hands its tensor on to its successor while that successor is
+  its only consumer, has no other input, owns no tensor in the graph and keeps the shape.
+* A layer lowered to several ops (``Conv2D(activation="sigmoid")`` → CONV_2D + LOGISTIC; a custom layer's
+  internals such as SE's pool/convs/mul) matches the last of them in graph order: the op that computes
+  the layer's output comes after every op it depends on.
+* The graph's output often has no layer name (``StatefulPartitionedCall:0``); for single-output models it
+  is the float model's output layer. A trailing DEQUANTIZE (float-output models) is looked through.
+
+Not matched, and so absent from the result: QUANTIZE/DEQUANTIZE ops (type conversions, not layers);
+float layers the converter fused into another layer's op (conv and bn in conv→bn→relu); tensors whose
+shape differs from their layer's output; layers inside nested sub-models (the sub-model's output is
+matched as one layer); shared layers (called more than once); for multi-output models, output tensors
+that carry no layer name.
+"""
+
+import numpy as np
+
+from edge_attn._keras import keras, tf
+from edge_attn.errors import BadInput
+from edge_attn.evaluate.metrics import snr_db_from_energies
+from edge_attn.litert import invoke_sample, make_interpreter, read_float
+
+_CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
+_TFMOT_PREFIX = "quant_"
+_CHUNK = 32  # samples per float-model batch: bounds memory for large activations
+
+
+def layer_errors(float_model, tflite_model, x_samples):
+    """RMSE and SNR of every matched TFLite op output against the float layer it computes, in graph order.
+
+    Returns a list of ``dict(name, op, rmse, snr_db, scale, tensor)``: the Keras layer name, the TFLite
+    op type, RMSE and SNR (dB, see :mod:`edge_attn.evaluate.metrics`) over all elements of all
+    ``x_samples``, the tensor's quantization scale (``None`` for a float tensor) and its TFLite name.
+    """
+    interpreter = make_interpreter(tflite_model, preserve_all_tensors=True)
+    matches = match_layers(float_model, interpreter)
+    x_samples = np.asarray(x_samples)
+    expected = tuple(float_model.input_shape[1:])
+    if len(x_samples) == 0 or tuple(x_samples.shape[1:]) != expected:
+        raise BadInput("input data", f"expected samples of shape {expected}, got {x_samples.shape}")
+    if not matches:
+        return []
+    probe = keras.Model(float_model.inputs, [m["output"] for m in matches])
+    signal = np.zeros(len(matches))
+    error = np.zeros(len(matches))
+    for start in range(0, len(x_samples), _CHUNK):
+        chunk = x_samples[start:start + _CHUNK]
+        float_outputs = probe(chunk, training=False)
+        float_outputs = [np.asarray(t, np.float64) for t in (float_outputs if len(matches) > 1 else [float_outputs])]
+        for i, sample in enumerate(chunk):
+            invoke_sample(interpreter, sample)
+            for k, match in enumerate(matches):
+                reference = float_outputs[k][i]
+                quantized = read_float(interpreter, match["detail"])[0].astype(np.float64)
+                signal[k] += np.sum(reference**2)
+                error[k] += np.sum((reference - quantized) ** 2)
+    results = []
+    for k, match in enumerate(matches):
+        elements = len(x_samples) * int(np.prod(match["detail"]["shape"]))
+        scale = float(match["detail"]["quantization"][0])
+        results.append({
+            "name": match["name"],
+            "op": match["op"],
+            "rmse": float(np.sqrt(error[k] / elements)),
+            "snr_db": snr_db_from_energies(signal[k], error[k]),
+            "scale": scale or None,
+            "tensor": match["detail"]["name"],
+        })
+    return results
+
+
+def match_layers(float_model, interpreter):
+    """Pair TFLite op outputs with float-model layers (rules in the module docstring), in graph order.
+
+    ``interpreter`` must preserve all tensors and run without delegates (``make_interpreter(...,
+    preserve_all_tensors=True)``) so that its nodes are the model's ops. Returns a list of
+    ``dict(name, op, detail, output)``: layer name, TFLite op type, the tensor's details and the layer's
+    symbolic output in ``float_model``.
+    """
+    if not getattr(float_model, "_is_graph_network", False):
+        raise BadInput("reference model", "per-layer error needs a functional or sequential Keras model")
+    graph = _LayerGraph(float_model)
+    order = {layer.name: position for position, layer in enumerate(float_model.layers)}
+    ops = interpreter._get_ops_details()  # the public API has no per-op view; stable across TF/LiteRT
+    producer = {int(t): op for op in ops for t in op["outputs"]}
+
+    # Which layer each op output computes, by name; conversion ops compute none.
+    owner = {}
+    for op in ops:
+        for t in map(int, op["outputs"]):
+            name = interpreter._get_tensor_details(t, 0)["name"]
+            owner[t] = None if op["op_name"] in _CONVERSION_OPS else _layer_from_tensor_name(name, order)
+    outputs = interpreter.get_output_details()
+    if len(outputs) == 1 and len(float_model.outputs) == 1:
+        t = int(outputs[0]["index"])
+        if t in producer and producer[t]["op_name"] == "DEQUANTIZE":
+            t = int(producer[t]["inputs"][0])
+        if owner.get(t) is None and t in producer:
+            owner[t] = float_model.output_names[0]
+
+    layers_with_tensor = {name for name in owner.values() if name is not None}
+    chosen = {}  # layer name -> (position in graph order, op, tensor index); the layer's last tensor wins
+    for position, op in enumerate(ops):
+        for t in map(int, op["outputs"]):
+            name = owner[t]
+            if name is None:
+                continue
+            # Hand the tensor on through layers folded into this op without a trace (conv -> bn).
+            while (nxt := graph.folded_successor(name)) is not None and nxt not in layers_with_tensor:
+                name = nxt
+            chosen[name] = (position, op["op_name"], t)
+
+    matches = []
+    for name, (position, op_name, t) in sorted(chosen.items(), key=lambda item: item[1][0]):
+        detail = interpreter._get_tensor_details(t, 0)
+        output = graph.outputs.get(name)
+        if output is None or tuple(int(d) for d in detail["shape"]) != (1, *output.shape[1:]):
+            continue
+        matches.append({"name": name, "op": op_name, "detail": detail, "output": output})
+    return matches
+
+
+def _layer_from_tensor_name(tensor_name, order):
+    """The latest float-model layer (by ``order``) named among the scopes of a (fused) tensor name."""
+    best = None
+    for part in tensor_name.split(";"):
+        for scope in part.split("/")[:-1]:  # the last component is the TF op name
+            if scope not in order and scope.startswith(_TFMOT_PREFIX):
+                scope = scope[len(_TFMOT_PREFIX):]
+            if scope in order and (best is None or order[scope] > order[best]):
+                best = scope
+    return best
+
+
+class _LayerGraph:
+    """The layer-level graph of a functional model: each layer's inputs and its output inside the model.
+
+    Reads the model's nodes the way ``keras.utils.plot_model`` does (``layer._inbound_nodes`` filtered by
+    ``model._network_nodes``): a layer can have nodes outside the model (a nested model's own graph).
+    ``outputs`` holds only layers called once in the model with a single output tensor.
+    """
+
+    def __init__(self, model):
+        self.outputs, self.inputs, consumers = {}, {}, {}
+        for layer in model.layers:
+            calls = [i for i in range(len(layer._inbound_nodes)) if f"{layer.name}_ib-{i}" in model._network_nodes]
+            self.inputs[layer.name] = [parent.name for i in calls
+                                       for parent in tf.nest.flatten(layer._inbound_nodes[i].inbound_layers)]
+            for parent in self.inputs[layer.name]:
+                consumers.setdefault(parent, []).append(layer.name)
+            if len(calls) == 1 and tf.is_tensor(output := layer.get_output_at(calls[0])):
+                self.outputs[layer.name] = output
+        self._consumers = consumers
+
+    def folded_successor(self, name):
+        """The layer after ``name`` if a fold could have hidden it: ``name``'s only consumer, which has no
+        other input and the same output shape."""
+        consumers = self._consumers.get(name, [])
+        if len(consumers) != 1 or len(self.inputs[consumers[0]]) != 1:
+            return None
+        mine, theirs = self.outputs.get(name), self.outputs.get(consumers[0])
+        if mine is None or theirs is None or tuple(mine.shape) != tuple(theirs.shape):
+            return None
+        return consumers[0]
