@@ -18,7 +18,8 @@ checked numerically in tests/test_evaluate.py, where the matched layer is the on
 * A fold can drop a layer's name: a bias-free conv followed by a scale-only BatchNorm (beta = mean = 0,
   e.g. at its initial values) becomes ``tiny/conv2/Conv2D1``, whose value is the BatchNorm's output;
   Dropout never appears. So a matched layer hands its tensor on to its successor while that successor is
-  its only consumer, has no other input, owns no tensor in the graph and keeps the shape.
+  a BatchNormalization or Dropout, its only consumer, has no other input, owns no tensor in the graph
+  and keeps the shape.
 * A layer lowered to several ops (``Conv2D(activation="sigmoid")`` → CONV_2D + LOGISTIC; a custom layer's
   internals such as SE's pool/convs/mul) matches the last of them in graph order: the op that computes
   the layer's output comes after every op it depends on.
@@ -42,6 +43,10 @@ from edge_attn.litert import invoke_sample, make_interpreter, read_float
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _TFMOT_PREFIX = "quant_"
 _CHUNK = 32  # samples per float-model batch: bounds memory for large activations
+# Layers a converter can fold into their producer without leaving their name on any tensor. Only these
+# can take over a producer's tensor: a conv after a ReLU also has one consumer and the same shape, but it
+# always computes a tensor of its own (which may carry the next layer's name when that one is fused in).
+_TRACELESS_LAYERS = (keras.layers.BatchNormalization, keras.layers.Dropout, keras.layers.ActivityRegularization)
 
 
 def layer_errors(float_model, tflite_model, x_samples):
@@ -161,6 +166,7 @@ class _LayerGraph:
 
     def __init__(self, model):
         self.outputs, self.inputs, consumers = {}, {}, {}
+        self._traceless = {layer.name for layer in model.layers if isinstance(layer, _TRACELESS_LAYERS)}
         for layer in model.layers:
             calls = [i for i in range(len(layer._inbound_nodes)) if f"{layer.name}_ib-{i}" in model._network_nodes]
             self.inputs[layer.name] = [parent.name for i in calls
@@ -172,10 +178,10 @@ class _LayerGraph:
         self._consumers = consumers
 
     def folded_successor(self, name):
-        """The layer after ``name`` if a fold could have hidden it: ``name``'s only consumer, which has no
-        other input and the same output shape."""
+        """The layer after ``name`` if a fold could have hidden it: ``name``'s only consumer, a traceless
+        layer (BatchNormalization, Dropout) with no other input and the same output shape."""
         consumers = self._consumers.get(name, [])
-        if len(consumers) != 1 or len(self.inputs[consumers[0]]) != 1:
+        if len(consumers) != 1 or consumers[0] not in self._traceless or len(self.inputs[consumers[0]]) != 1:
             return None
         mine, theirs = self.outputs.get(name), self.outputs.get(consumers[0])
         if mine is None or theirs is None or tuple(mine.shape) != tuple(theirs.shape):
