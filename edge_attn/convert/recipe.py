@@ -27,11 +27,11 @@ SCHEDULES = ("cosine", "step")
 class QatSettings:
     """The quantization-aware fine-tune run before an int8 conversion (the ``[fine_tune]`` table)."""
 
-    epochs: int = 3  # 0 = wrap the model quantize-aware and convert, no fine-tune
+    epochs: int = 2  # 0 = wrap the model quantize-aware and convert, no fine-tune
     learning_rate: float = 1e-4
     schedule: str = "cosine"  # "cosine" | "step"
     batch_size: int = 32
-    bn_freeze_steps: int = 50  # steps after which BatchNormalization statistics stop updating
+    bn_freeze_steps: int = 0  # steps after which BatchNormalization statistics stop updating
     early_stop_patience: int = 2  # epochs without improvement before stopping; 0 = never stop early
 
 

@@ -1,0 +1,80 @@
+"""QuantizeConfigs for the layers SE and CBAM need that tfmot's default 8-bit registry lacks.
+
+tfmot (tensorflow-model-optimization 0.8) has no config for ``Multiply`` (the attention scale), for
+edge_attn's channel pooling layers (CBAM's spatial branch) or for ``Conv1D``/``MaxPooling1D`` (1D
+ResNets; max pooling keeps its input's range, as tfmot does for MaxPooling2D), and it only
+handles ``BatchNormalization`` where it directly follows a Conv2D/Dense. These configs follow the
+TFLite int8 scheme (https://www.tensorflow.org/lite/performance/quantization_spec): activations
+8-bit asymmetric per tensor, conv weights 8-bit symmetric per output channel.
+"""
+
+from edge_attn._keras import keras
+from tensorflow_model_optimization.quantization.keras import QuantizeConfig, quantizers
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantizers
+from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
+    NoOpQuantizeConfig,
+)
+
+from edge_attn.layers import ChannelMax, ChannelMean
+
+
+def _activation_quantizer():
+    return quantizers.MovingAverageQuantizer(num_bits=8, per_axis=False, symmetric=False, narrow_range=False)
+
+
+class OutputQuantizeConfig(QuantizeConfig):
+    """Quantize only the layer's output: for weightless layers (Multiply, channel pooling, lone BN)."""
+
+    def get_weights_and_quantizers(self, layer):
+        return []
+
+    def get_activations_and_quantizers(self, layer):
+        return []
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        pass
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        pass
+
+    def get_output_quantizers(self, layer):
+        return [_activation_quantizer()]
+
+    def get_config(self):
+        return {}
+
+
+class ConvWeightsQuantizeConfig(QuantizeConfig):
+    """Conv1D: per-channel symmetric kernel (as tfmot does for Conv2D) and a quantized activation."""
+
+    def get_weights_and_quantizers(self, layer):
+        return [(layer.kernel, default_8bit_quantizers.Default8BitConvWeightsQuantizer())]
+
+    def get_activations_and_quantizers(self, layer):
+        return [(layer.activation, _activation_quantizer())]
+
+    def set_quantize_weights(self, layer, quantize_weights):
+        (layer.kernel,) = quantize_weights
+
+    def set_quantize_activations(self, layer, quantize_activations):
+        (layer.activation,) = quantize_activations
+
+    def get_output_quantizers(self, layer):
+        return []
+
+    def get_config(self):
+        return {}
+
+
+# Layer class -> config factory. Checked before tfmot's own registry; exact classes only.
+EDGE_ATTN_CONFIGS = {
+    keras.layers.Multiply: OutputQuantizeConfig,
+    ChannelMean: OutputQuantizeConfig,
+    ChannelMax: OutputQuantizeConfig,
+    keras.layers.BatchNormalization: OutputQuantizeConfig,
+    keras.layers.Conv1D: ConvWeightsQuantizeConfig,
+    keras.layers.MaxPooling1D: NoOpQuantizeConfig,
+}
+
+# What quantize_scope needs to deserialize the configs.
+CUSTOM_OBJECTS = {cls.__name__: cls for cls in (OutputQuantizeConfig, ConvWeightsQuantizeConfig, NoOpQuantizeConfig)}

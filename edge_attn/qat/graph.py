@@ -1,0 +1,58 @@
+"""Rebuild a functional Keras model node by node, letting a callback replace layers by sub-graphs.
+
+Keras' ``clone_model(clone_function=...)`` can only swap one layer for one layer. The quantize-aware
+step needs to swap a composite layer (an SE block) for several primitive layers, so this walks the
+functional graph in topological order (``model._nodes_by_depth``, deepest first, as Keras' own
+``Functional._run_internal_graph`` does) and calls the layers again on new symbolic tensors.
+"""
+
+from edge_attn._keras import keras, tf
+from edge_attn.errors import BadInput
+
+
+def _clone_layer(layer):
+    """A fresh copy of ``layer`` (same config); weights are copied after it is built."""
+    return layer.__class__.from_config(layer.get_config())
+
+
+def rebuild(model, replace=None, name=None):
+    """Return a new functional model computing what ``model`` computes.
+
+    ``replace(layer, args, kwargs)`` is called for every layer call; it returns the output tensor(s)
+    of a replacement sub-graph, or ``None`` to keep the layer (as a fresh copy with copied weights).
+    Shared layers (one layer called at several places) keep sharing one copy.
+    """
+    if not getattr(model, "_is_graph_network", False):
+        raise BadInput(model.name, "only functional or Sequential Keras models can be rewritten (this is a subclassed model)")
+    tensors = {}  # id(original KerasTensor) -> rebuilt tensor
+    inputs = []
+    for original in model.inputs:
+        new = keras.Input(type_spec=original.type_spec, name=original.name.split(":")[0])
+        tensors[id(original)] = new
+        inputs.append(new)
+    copies = {}  # id(original layer) -> its fresh copy, so shared layers stay shared
+
+    def lookup(value):
+        # Symbolic tensors of the original graph carry ``_keras_history``; constants pass through.
+        return tensors[id(value)] if hasattr(value, "_keras_history") else value
+
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            layer = node.layer
+            if isinstance(layer, keras.layers.InputLayer):
+                continue
+            args = tf.nest.map_structure(lookup, node.call_args)
+            kwargs = tf.nest.map_structure(lookup, node.call_kwargs)
+            outputs = replace(layer, args, kwargs) if replace else None
+            if outputs is None:
+                copy = copies.get(id(layer))
+                if copy is None:
+                    copy = copies[id(layer)] = _clone_layer(layer)
+                    outputs = copy(*args, **kwargs)
+                    copy.set_weights(layer.get_weights())
+                else:
+                    outputs = copy(*args, **kwargs)
+            for original, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
+                tensors[id(original)] = new
+    outputs = tf.nest.map_structure(lambda t: tensors[id(t)], model.outputs)
+    return keras.Model(inputs, outputs, name=name or model.name)

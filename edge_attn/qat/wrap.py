@@ -1,0 +1,98 @@
+"""Make any zoo model (or any functional model of supported layers) quantization-aware.
+
+``quantize_aware(model)`` is what tfmot's ``quantize_model`` would be if it accepted SE/CBAM models:
+
+1. **lower**: every edge_attn attention layer is replaced by its ``decompose()`` graph of primitive
+   layers (float-identical), so fake-quant nodes can sit between the pooling, MLP, gate and scale,
+   exactly where TFLite will have int8 tensors;
+2. **annotate**: each layer gets tfmot's default 8-bit config, or one of edge_attn's configs
+   (:mod:`edge_attn.qat.configs`) for the layers tfmot does not know; layers neither knows are listed
+   in one error, by name and class, with what to do;
+3. **apply**: ``tfmot.quantization.keras.quantize_apply`` inserts the fake-quant ops (and folds
+   Conv2D+BatchNorm(+ReLU) patterns its transforms recognise).
+"""
+
+from dataclasses import dataclass
+
+from edge_attn._keras import keras
+import tensorflow_model_optimization as tfmot
+
+from edge_attn.errors import BadInput
+from edge_attn.qat.configs import CUSTOM_OBJECTS, EDGE_ATTN_CONFIGS, OutputQuantizeConfig
+from edge_attn.qat.graph import rebuild
+
+_qk = tfmot.quantization.keras
+_DEFAULT_REGISTRY = _qk.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
+# tfmot folds a BatchNormalization into these producers itself (default_8bit_transforms); a BN anywhere
+# else is stand-alone and needs an output config of its own.
+_BN_FOLDING_PRODUCERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+@dataclass
+class QuantizeAware:
+    """The result of :func:`quantize_aware`.
+
+    ``model`` is the quantize-aware (fake-quant) model to fine-tune and convert; ``float_model`` is the
+    lowered float model it was made from (same layer names without tfmot's ``quant_`` prefix): the
+    reference for range calibration and for per-layer error.
+    """
+
+    model: keras.Model
+    float_model: keras.Model
+
+
+def lower_attention(model):
+    """Replace every layer that has a ``decompose(x)`` method by its primitive sub-graph."""
+
+    def replace(layer, args, kwargs):
+        if hasattr(layer, "decompose"):
+            return layer.decompose(args[0])
+        return None
+
+    return rebuild(model, replace)
+
+
+def _producer(layer):
+    """The layer feeding ``layer`` when it is called once on one input, else None."""
+    if len(layer._inbound_nodes) != 1:
+        return None
+    parents = layer._inbound_nodes[0].parent_nodes
+    return parents[0].layer if len(parents) == 1 else None
+
+
+def _config_for(layer):
+    """The edge_attn QuantizeConfig for ``layer``, None for tfmot's default, or "unsupported"."""
+    cls = type(layer)
+    if cls is keras.layers.BatchNormalization and isinstance(_producer(layer), _BN_FOLDING_PRODUCERS):
+        return None
+    if cls in EDGE_ATTN_CONFIGS:
+        return EDGE_ATTN_CONFIGS[cls]()
+    if _DEFAULT_REGISTRY.supports(layer):
+        return None
+    return "unsupported"
+
+
+def quantize_aware(model):
+    """Return a :class:`QuantizeAware` for ``model`` (which is left untouched).
+
+    Raises ``BadInput`` naming every layer that cannot be made quantization-aware.
+    """
+    lowered = lower_attention(model)
+    unsupported = [layer for layer in lowered.layers
+                   if not isinstance(layer, keras.layers.InputLayer) and _config_for(layer) == "unsupported"]
+    if unsupported:
+        listed = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in unsupported)
+        raise BadInput(model.name, f"cannot be made quantization-aware: no int8 scheme for {listed}; "
+                       "replace these layers with standard Keras layers or edge_attn layers")
+
+    def annotate(layer):
+        if isinstance(layer, keras.layers.InputLayer):
+            return layer
+        config = _config_for(layer)
+        return _qk.quantize_annotate_layer(layer, config) if config is not None else _qk.quantize_annotate_layer(layer)
+
+    with _qk.quantize_scope(CUSTOM_OBJECTS):
+        annotated = keras.models.clone_model(lowered, clone_function=annotate)
+        annotated.set_weights(lowered.get_weights())
+        quantized = _qk.quantize_apply(annotated)
+    return QuantizeAware(model=quantized, float_model=lowered)
