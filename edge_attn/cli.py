@@ -1,0 +1,250 @@
+"""The ``edge-attn`` command line: argparse subcommands, one function each, returning an exit code.
+
+Exit codes (ARCHITECTURE.md): 0 ok, 1 a check ran and failed its budget, 2 bad input or usage. Errors
+are one line on stderr naming the input; ``--debug`` shows the traceback instead.
+"""
+
+import argparse
+import json
+import sys
+
+from edge_attn import __version__
+from edge_attn.errors import EdgeAttnError
+
+from edge_attn.pipeline import DEFAULT_FLOAT_EPOCHS  # cheap: pipeline imports TensorFlow lazily
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on usage errors already; keep its one-line message but drop the usage dump."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _add_common(p):
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+
+
+def cmd_models(args):
+    from edge_attn.models import describe_models
+
+    rows = describe_models()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    width = max(len(r["name"]) for r in rows)
+    print(f"{'name':<{width}}  {'dims':>4}  {'depth':>5}  {'block':<10}  attention")
+    for r in rows:
+        print(f"{r['name']:<{width}}  {r['dims']:>4}  {r['depth']:>5}  {r['block']:<10}  {r['attention'] or '-'}")
+    return 0
+
+
+def _input_shape(text):
+    try:
+        dims = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        dims = ()
+    if not dims or any(d < 1 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected positive integers like 16,16,1; Received: {text!r}")
+    return dims
+
+
+def _non_negative(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more; Received: {text}")
+    return value
+
+
+def _positive(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more; Received: {text}")
+    return value
+
+
+def _summary_rows(name, report):
+    acc, lat = report["accuracy"], report["latency_ms"]
+    return [
+        ("model", name), ("recipe", report["recipe"]), ("fully int8", "yes" if report["fully_int8"] else "no"),
+        ("size", f"{report['model']['bytes'] / 1024:.1f} KiB"),
+        ("top-1 float → quantized", f"{acc['reference_top1']:.4f} → {acc['quantized_top1']:.4f} "
+                                    f"({acc['top1_drop_pt']:+.2f} pt drop)"),
+        ("top-1 agreement", f"{acc['top1_agreement']:.4f} ({acc.get('agreement_count', '?')}/{acc['samples']})"),
+        ("output SNR", f"{acc['output_snr_db']:.1f} dB"),
+        ("latency p50 float → quantized", f"{lat['reference']['p50']:.2f} → {lat['quantized']['p50']:.2f} ms "
+                                          f"({lat['threads']} threads)"),
+    ]
+
+
+def _print_rows(rows):
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        print(f"  {key:<{width}}  {value}")
+
+
+def cmd_train(args):
+    import os
+
+    from edge_attn.atomic import atomic_path
+    from edge_attn.pipeline import prepare_reference
+
+    reference = prepare_reference(args.model, args.data, input_shape=args.input_shape, float_epochs=args.epochs,
+                                  seed=args.seed, progress=not args.no_progress)
+    path = os.path.join(args.out, "model.keras")
+    os.makedirs(args.out, exist_ok=True)
+    with atomic_path(path) as tmp:
+        reference.model.save(tmp)
+    accuracy = reference.trained["eval_accuracy"][-1] if reference.trained and reference.trained["eval_accuracy"] else None
+    result = {"model": path, "source": args.model, "training": reference.trained, "data": reference.data.info}
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        print(f"{args.model}: trained {args.epochs} epochs on {args.data}"
+              + (f", eval top-1 {accuracy:.4f}" if accuracy is not None else "") + f"\nwrote {path}")
+    return 0
+
+
+def cmd_convert(args):
+    import os
+
+    from edge_attn.pipeline import run_convert
+
+    report = run_convert(args.model, args.recipe, args.data, args.out, input_shape=args.input_shape,
+                         epochs=args.epochs, float_epochs=args.float_epochs, threads=args.threads, runs=args.runs,
+                         seed=args.seed, progress=not args.no_progress)
+    if args.json:
+        print(json.dumps(report, indent=2, default=str))
+    else:
+        _print_rows(_summary_rows(args.model, report))
+        print(f"report: {os.path.join(os.path.abspath(args.out), 'report.html')}")
+    return 0
+
+
+def cmd_check(args):
+    from edge_attn.convert import inspect_tflite
+    from edge_attn.data import load_data
+    from edge_attn.evaluate.compare import budget_failures
+    from edge_attn.modelio import load_keras_model
+    from edge_attn.pipeline import check
+    from edge_attn.qat import lower_attention
+
+    info = inspect_tflite(args.model)  # a bad .tflite fails before anything is loaded
+    reference = load_keras_model(args.reference)
+    data = load_data(args.data, input_shape=tuple(reference.input_shape[1:]))
+    accuracy, layers, latency = check(reference, lower_attention(reference), args.model, data,
+                                      threads=args.threads, runs=args.runs)
+    failures = budget_failures(accuracy, max_drop=args.max_drop, min_agreement=args.min_agreement)
+    result = {"model": args.model, "fully_int8": info.fully_int8, "accuracy": accuracy, "layers": layers,
+              "latency_ms": latency, "budget": {"max_drop": args.max_drop, "min_agreement": args.min_agreement,
+                                                "failures": failures, "passed": not failures}}
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+    else:
+        worst = sorted((l for l in layers if l["snr_db"] is not None), key=lambda l: l["snr_db"])[:3]
+        _print_rows([
+            ("model", args.model), ("fully int8", "yes" if info.fully_int8 else "no"),
+            ("top-1 float → quantized", f"{accuracy['reference_top1']:.4f} → {accuracy['quantized_top1']:.4f} "
+                                        f"({accuracy['top1_drop_pt']:+.2f} pt drop)"),
+            ("top-1 agreement", f"{accuracy['top1_agreement']:.4f}"),
+            ("output SNR", f"{accuracy['output_snr_db']:.1f} dB"),
+            ("weakest layers (SNR)", ", ".join(f"{l['name']} {l['snr_db']:.1f} dB" for l in worst) or "-"),
+        ])
+        print("budget: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
+    return 1 if failures else 0
+
+
+def cmd_demo(args):
+    from edge_attn.demo import run_demo
+
+    return run_demo(args.out, models=args.models, float_epochs=args.float_epochs, epochs=args.epochs,
+                    json_output=args.json, progress=not args.no_progress)
+
+
+def build_parser():
+    parser = _Parser(prog="edge-attn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"edge-attn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser("models", help="list registered architectures", description="List the model zoo.")
+    _add_common(p)
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("train", help="train a registry model in float", description=(
+        "Train a registry model in float on a data set; writes OUT/model.keras."))
+    p.add_argument("model", help="registry name (see `edge-attn models`)")
+    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) model input; default from the data")
+    p.add_argument("--epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS, help="float training epochs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("convert", help="quantize and convert a model to TFLite, checked against float",
+                       description="Convert a registry model (trained first in float) or a saved Keras model "
+                                   "to TFLite per a recipe; writes model.tflite, reference.keras, report.json "
+                                   "and report.html to --out.")
+    p.add_argument("model", help="registry name or a .keras/.h5 file or SavedModel folder")
+    p.add_argument("--recipe", required=True, help="int8-qat | int8-ptq | fp16 | f32 | dynamic | path.toml")
+    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) for registry models; default from the data")
+    p.add_argument("--epochs", type=_non_negative, help="QAT fine-tune epochs (default: the recipe's; 0 = calibrate only)")
+    p.add_argument("--float-epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS,
+                   help=f"float training epochs for registry models (default {DEFAULT_FLOAT_EPOCHS}; 0 = random init)")
+    p.add_argument("--threads", type=_positive, default=2, help="interpreter threads for latency")
+    p.add_argument("--runs", type=_positive, default=50, help="timed runs for latency")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("check", help="check a .tflite against its float reference",
+                       description="Accuracy, agreement, output SNR and per-layer error of a TFLite model "
+                                   "against its float Keras reference; exit 1 when a budget is missed.")
+    p.add_argument("model", help="the .tflite model")
+    p.add_argument("--reference", required=True, help="the float Keras model (.keras/.h5/SavedModel)")
+    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest allowed top-1 drop in points (default 1.0)")
+    p.add_argument("--min-agreement", type=float, default=0.98, help="smallest allowed top-1 agreement (default 0.98)")
+    p.add_argument("--threads", type=_positive, default=2)
+    p.add_argument("--runs", type=_positive, default=50)
+    _add_common(p)
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("demo", help="the whole flow on the built-in digits data set",
+                       description="Train se_resnet20 and cbam_resnet20 on digits, convert each with int8-qat "
+                                   "and int8-ptq (for contrast), check them and write reports.")
+    p.add_argument("--out", default="edge-attn-demo", help="output folder (default ./edge-attn-demo)")
+    p.add_argument("--models", default="se_resnet20,cbam_resnet20", help="comma-separated registry names")
+    p.add_argument("--float-epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS)
+    p.add_argument("--epochs", type=_non_negative, help="QAT fine-tune epochs (default: the recipe's)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except EdgeAttnError as e:
+        if args.debug:
+            raise
+        print(f"edge-attn {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print(f"edge-attn {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

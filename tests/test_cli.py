@@ -1,0 +1,132 @@
+"""The ``edge-attn`` command line: exit codes, one-line errors, outputs of train/convert/check.
+
+One end-to-end convert runs per module (se_resnet20 on digits at 8x8, brief training); its outputs are
+then checked against the report contract of ARCHITECTURE.md and re-checked by ``edge-attn check``.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from edge_attn.cli import main
+
+CONTRACT = {
+    "recipe": None, "model": ("path", "bytes", "sha256"), "ops": None, "fully_int8": None,
+    "accuracy": ("samples", "reference_top1", "quantized_top1", "top1_drop_pt", "top1_agreement", "output_snr_db"),
+    "latency_ms": ("threads", "reference", "quantized"), "layers": None,
+}
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("convert") / "se"
+    code = main(["convert", "se_resnet20", "--recipe", "int8-qat", "--data", "digits", "--input-shape", "8,8,1",
+                 "--float-epochs", "4", "--epochs", "1", "--runs", "5", "--out", str(out), "--no-progress"])
+    assert code == 0
+    return out
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.startswith("edge-attn ")
+    for command in ("models", "train", "convert", "check", "demo"):
+        with pytest.raises(SystemExit) as done:
+            main([command, "--help"])
+        assert done.value.code == 0
+        assert "usage: edge-attn" in capsys.readouterr().out
+
+
+def test_models_json_lists_the_zoo(capsys):
+    code, out, _ = run_cli(capsys, "models", "--json")
+    rows = json.loads(out)
+    assert code == 0
+    assert sum(r["dims"] == 2 for r in rows) >= 18 and sum(r["dims"] == 1 for r in rows) >= 3
+    assert {"se_resnet50", "cbam_resnet20", "se_resnet1d_18"} <= {r["name"] for r in rows}
+
+
+def test_convert_writes_the_contract_outputs(converted):
+    assert sorted(os.listdir(converted)) == ["model.tflite", "reference.keras", "report.html", "report.json"]
+    report = json.loads((converted / "report.json").read_text())
+    for key, sub in CONTRACT.items():
+        assert key in report
+        for name in sub or ():
+            assert name in report[key], f"{key}.{name}"
+    assert report["recipe"] == "int8-qat" and report["fully_int8"] is True
+    data = (converted / "model.tflite").read_bytes()
+    import hashlib
+
+    assert report["model"]["bytes"] == len(data)
+    assert report["model"]["sha256"] == hashlib.sha256(data).hexdigest()
+    acc = report["accuracy"]
+    assert acc["samples"] == 359
+    assert 0 <= acc["quantized_top1"] <= 1 and 0 <= acc["top1_agreement"] <= 1
+    assert acc["top1_drop_pt"] == pytest.approx(100 * (acc["reference_top1"] - acc["quantized_top1"]), abs=1e-6)
+    assert report["layers"] and all({"name", "op", "rmse", "snr_db"} <= set(l) for l in report["layers"])
+    assert {"stage2_block1_se_gate", "logits"} <= {l["name"] for l in report["layers"]}
+    assert report["latency_ms"]["quantized"]["p50"] > 0
+    assert "<img" in (converted / "report.html").read_text()
+
+
+def test_check_passes_and_fails_budgets(converted, capsys):
+    args = ["check", str(converted / "model.tflite"), "--reference", str(converted / "reference.keras"),
+            "--data", "digits", "--runs", "3"]
+    code, out, _ = run_cli(capsys, *args, "--json", "--min-agreement", "0.5", "--max-drop", "50")
+    result = json.loads(out)
+    assert code == 0 and result["budget"]["passed"] is True
+    assert result["accuracy"]["samples"] == 359
+    code, out, _ = run_cli(capsys, *args, "--min-agreement", "1.01")
+    assert code == 1
+    assert "FAILED" in out
+
+
+def test_bad_inputs_exit_2_with_one_line_and_no_outputs(tmp_path, capsys, converted):
+    corrupt = tmp_path / "broken.keras"
+    corrupt.write_bytes(b"not a zip archive")
+    npz = tmp_path / "wrong.npz"
+    np.savez(npz, x=np.zeros((20, 5, 5, 1), "float32"), y=np.arange(20) % 10)
+    cases = [
+        (["convert", "se_resnt20", "--recipe", "int8-qat", "--data", "digits"], "se_resnet20"),
+        (["convert", "se_resnet20", "--recipe", "int9", "--data", "digits"], "int9"),
+        (["convert", str(corrupt), "--recipe", "int8-qat", "--data", "digits"], "broken.keras"),
+        (["convert", str(converted / "model.tflite"), "--recipe", "int8-qat", "--data", "digits"], "TFLite"),
+        (["convert", str(converted / "reference.keras"), "--recipe", "int8-ptq", "--data", str(npz)], "wrong.npz"),
+        (["convert", "se_resnet20", "--recipe", "int8-qat", "--data", str(tmp_path / "missing.npz")], "missing.npz"),
+        (["check", str(corrupt), "--reference", str(converted / "reference.keras"), "--data", "digits"], "broken.keras"),
+    ]
+    for argv, named in cases:
+        out_dir = tmp_path / "out"
+        extra = [] if argv[0] == "check" else ["--out", str(out_dir), "--float-epochs", "0", "--no-progress"]
+        code, out, err = run_cli(capsys, *argv, *extra)
+        assert code == 2, argv
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], err
+        assert "Traceback" not in err
+        assert not out_dir.exists(), argv
+    assert not [p for p in os.listdir(tmp_path) if "staging" in p]
+
+
+def test_usage_error_and_real_process_exit_code(tmp_path):
+    """Through the installed console script: exit 2, one line, no traceback; --debug shows it."""
+    script = [sys.executable, "-m", "edge_attn.cli"]
+    done = subprocess.run([*script, "convert", "resnet20", "--recipe", "int8-qat", "--data",
+                           str(tmp_path / "nope"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "nope" in done.stderr
+    done = subprocess.run([*script, "models", "--bogus"], capture_output=True, text=True)
+    assert done.returncode == 2
+    done = subprocess.run([*script, "convert", "resnet20", "--recipe", "int8-qat", "--data", str(tmp_path / "nope"),
+                           "--out", str(tmp_path / "o"), "--debug"], capture_output=True, text=True)
+    assert done.returncode != 0 and "Traceback" in done.stderr
+    assert not (tmp_path / "o").exists()
