@@ -40,6 +40,16 @@ def cmd_models(args):
     return 0
 
 
+def _add_model_building(p):
+    """Arguments shared by the commands that build (and train) a model: data, output, shape, seed."""
+    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) for registry models; default from the data")
+    p.add_argument("--seed", type=int, default=0, help="random seed for initialisation and shuffling")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
+
+
 def _input_shape(text):
     try:
         dims = tuple(int(part) for part in text.split(","))
@@ -174,13 +184,8 @@ def build_parser():
     p = sub.add_parser("train", help="train a registry model in float", description=(
         "Train a registry model in float on a data set; writes OUT/model.keras."))
     p.add_argument("model", help="registry name (see `edge-attn models`)")
-    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) model input; default from the data")
+    _add_model_building(p)
     p.add_argument("--epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS, help="float training epochs")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_common(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("convert", help="quantize and convert a model to TFLite, checked against float",
@@ -189,17 +194,12 @@ def build_parser():
                                    "and report.html to --out.")
     p.add_argument("model", help="registry name or a .keras/.h5 file or SavedModel folder")
     p.add_argument("--recipe", required=True, help="int8-qat | int8-ptq | fp16 | f32 | dynamic | path.toml")
-    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) for registry models; default from the data")
+    _add_model_building(p)
     p.add_argument("--epochs", type=_non_negative, help="QAT fine-tune epochs (default: the recipe's; 0 = calibrate only)")
     p.add_argument("--float-epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS,
                    help=f"float training epochs for registry models (default {DEFAULT_FLOAT_EPOCHS}; 0 = random init)")
     p.add_argument("--threads", type=_positive, default=2, help="interpreter threads for latency")
     p.add_argument("--runs", type=_positive, default=50, help="timed runs for latency")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_common(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("check", help="check a .tflite against its float reference",

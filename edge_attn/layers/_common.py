@@ -98,3 +98,10 @@ def single_filter_conv(rank, kernel_size, use_bias, name):
     """A 'same'-padded one-filter convolution: Conv1D(k) for rank 3, Conv2D(k×k) for rank 4."""
     conv_class = keras.layers.Conv1D if rank == 3 else keras.layers.Conv2D
     return conv_class(1, kernel_size, padding="same", use_bias=use_bias, name=name)
+
+
+def gated_scale(x, terms, prefix):
+    """``x * sigmoid(sum(terms))`` from primitive layers ``{prefix}_sum``, ``{prefix}_gate``, ``{prefix}_scale``."""
+    summed = keras.layers.Add(name=f"{prefix}_sum")(terms)
+    gate = keras.layers.Activation("sigmoid", name=f"{prefix}_gate")(summed)
+    return keras.layers.Multiply(name=f"{prefix}_scale")([x, gate])

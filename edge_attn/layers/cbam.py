@@ -20,6 +20,7 @@ from edge_attn.layers._common import (
     check_bool,
     check_int,
     clone_layer,
+    gated_scale,
     global_pool,
     input_channels,
     reduced_channels,
@@ -97,9 +98,7 @@ class ChannelAttention(keras.layers.Layer):
             pooled = global_pool(kind, x, f"{prefix}_{kind}_pool")
             hidden = clone_layer(fc1, f"{prefix}_{kind}_fc1", pooled)
             logits.append(clone_layer(fc2, f"{prefix}_{kind}_fc2", hidden))
-        summed = keras.layers.Add(name=f"{prefix}_sum")(logits)
-        gate = keras.layers.Activation("sigmoid", name=f"{prefix}_gate")(summed)
-        return keras.layers.Multiply(name=f"{prefix}_scale")([x, gate])
+        return gated_scale(x, logits, prefix)
 
 
 @keras.saving.register_keras_serializable(package="edge_attn")
@@ -160,9 +159,7 @@ class SpatialAttention(keras.layers.Layer):
             terms.append(conv(pooled))
             conv_kernel = kernel[..., channel : channel + 1, :]
             conv.set_weights([conv_kernel, bias] if use_bias else [conv_kernel])
-        summed = keras.layers.Add(name=f"{prefix}_sum")(terms)
-        gate = keras.layers.Activation("sigmoid", name=f"{prefix}_gate")(summed)
-        return keras.layers.Multiply(name=f"{prefix}_scale")([x, gate])
+        return gated_scale(x, terms, prefix)
 
 
 @keras.saving.register_keras_serializable(package="edge_attn")
