@@ -6,6 +6,7 @@ are one line on stderr naming the input; ``--debug`` shows the traceback instead
 
 import argparse
 import json
+import os
 import sys
 
 from edge_attn import __version__
@@ -95,8 +96,6 @@ def _print_rows(rows):
 
 
 def cmd_train(args):
-    import os
-
     from edge_attn.atomic import atomic_path
     from edge_attn.pipeline import prepare_reference
 
@@ -117,8 +116,6 @@ def cmd_train(args):
 
 
 def cmd_convert(args):
-    import os
-
     from edge_attn.pipeline import run_convert
 
     report = run_convert(args.model, args.recipe, args.data, args.out, input_shape=args.input_shape,
@@ -244,6 +241,9 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"edge-attn {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `edge-attn models --json | head`: the reader left; not an error of ours
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":
