@@ -130,3 +130,21 @@ def test_usage_error_and_real_process_exit_code(tmp_path):
                            "--out", str(tmp_path / "o"), "--debug"], capture_output=True, text=True)
     assert done.returncode != 0 and "Traceback" in done.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_a_model_that_would_keep_a_float_op_fails_naming_it(tmp_path, capsys):
+    """tf.math.floor (a TFOpLambda, loadable without trusting code) has no int8 kernel in TFLite."""
+    from edge_attn._keras import keras, tf
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
+    x = tf.math.floor(x)
+    outputs = keras.layers.Dense(10)(keras.layers.GlobalAveragePooling2D()(x))
+    path = tmp_path / "floor.keras"
+    keras.Model(inputs, outputs).save(path)
+    out_dir = tmp_path / "out"
+    code, _, err = run_cli(capsys, "convert", str(path), "--recipe", "int8-ptq", "--data", "digits",
+                           "--out", str(out_dir), "--no-progress")
+    assert code == 2
+    assert "FLOOR" in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()
