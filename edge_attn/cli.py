@@ -142,10 +142,11 @@ def cmd_check(args):
     data = load_data(args.data, input_shape=tuple(reference.input_shape[1:]))
     accuracy, layers, latency = check(reference, lower_attention(reference), args.model, data,
                                       threads=args.threads, runs=args.runs)
-    failures = budget_failures(accuracy, max_drop=args.max_drop, min_agreement=args.min_agreement)
+    failures = budget_failures(accuracy, max_drop=args.max_drop, min_agreement=args.min_agreement,
+                               min_snr_db=args.min_snr_db)
     result = {"model": args.model, "fully_int8": info.fully_int8, "accuracy": accuracy, "layers": layers,
               "latency_ms": latency, "budget": {"max_drop": args.max_drop, "min_agreement": args.min_agreement,
-                                                "failures": failures, "passed": not failures}}
+                                                "min_snr_db": args.min_snr_db, "failures": failures, "passed": not failures}}
     if args.json:
         print(json.dumps(result, indent=2, default=str))
     else:
@@ -207,6 +208,8 @@ def build_parser():
     p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest allowed top-1 drop in points (default 1.0)")
     p.add_argument("--min-agreement", type=float, default=0.98, help="smallest allowed top-1 agreement (default 0.98)")
+    p.add_argument("--min-snr-db", type=float, default=25.0,
+                   help="smallest allowed output SNR vs float in dB (default 25: below it ranges are usually wrong)")
     p.add_argument("--threads", type=_positive, default=2)
     p.add_argument("--runs", type=_positive, default=50)
     _add_common(p)

@@ -88,7 +88,10 @@ def test_check_passes_and_fails_budgets(converted, capsys):
     assert result["accuracy"]["samples"] == 359
     code, out, _ = run_cli(capsys, *args, "--min-agreement", "1.01")
     assert code == 1
-    assert "FAILED" in out
+    assert "FAILED" in out and "agreement" in out
+    code, out, _ = run_cli(capsys, *args, "--min-agreement", "0", "--max-drop", "100", "--min-snr-db", "200")
+    assert code == 1
+    assert "SNR" in out
 
 
 def test_bad_inputs_exit_2_with_one_line_and_no_outputs(tmp_path, capsys, converted):

@@ -174,13 +174,15 @@ def test_accuracy_from_outputs_hand_computed():
 
 def test_budget_failures():
     good = {"samples": 100, "reference_top1": 0.9, "quantized_top1": 0.895, "top1_drop_pt": 0.5,
-            "top1_agreement": 0.99, "agreement_count": 99}
+            "top1_agreement": 0.99, "agreement_count": 99, "output_snr_db": 20.0}
     assert budget_failures(good) == []
     bad = dict(good, quantized_top1=0.85, top1_drop_pt=5.0, top1_agreement=0.9, agreement_count=90)
     reasons = budget_failures(bad, max_drop=1.0, min_agreement=0.98)
     assert len(reasons) == 2
     assert "5.00 pt" in reasons[0] and "90/100" in reasons[1]
     assert budget_failures(bad, max_drop=10.0, min_agreement=0.5) == []
+    assert budget_failures(good, min_snr_db=19.9) == []
+    assert budget_failures(good, min_snr_db=25) == ["output SNR 20.0 dB is below the minimum 25.0 dB"]
 
 
 def test_compare_ptq_model(float_model, ptq_tflite, data):

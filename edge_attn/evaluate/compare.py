@@ -59,10 +59,11 @@ def accuracy_from_outputs(reference_out, quantized_out, y):
     }
 
 
-def budget_failures(accuracy, max_drop=1.0, min_agreement=0.98):
+def budget_failures(accuracy, max_drop=1.0, min_agreement=0.98, min_snr_db=None):
     """Reasons the ``accuracy`` dict misses its budget, one readable line each; empty means it passed.
 
-    ``max_drop`` is in top-1 points, ``min_agreement`` a fraction.
+    ``max_drop`` is in top-1 points, ``min_agreement`` a fraction, ``min_snr_db`` the output SNR floor
+    (None: not checked). Top-1 can look fine while logits are clipped by wrong ranges; the SNR shows it.
     """
     failures = []
     if accuracy["top1_drop_pt"] > max_drop:
@@ -73,6 +74,9 @@ def budget_failures(accuracy, max_drop=1.0, min_agreement=0.98):
         failures.append(f"top-1 agreement {100 * accuracy['top1_agreement']:.2f}% "
                         f"({accuracy['agreement_count']}/{accuracy['samples']} samples) "
                         f"is below the minimum {100 * min_agreement:.2f}%")
+    snr = accuracy["output_snr_db"]
+    if min_snr_db is not None and snr is not None and snr < min_snr_db:
+        failures.append(f"output SNR {snr:.1f} dB is below the minimum {min_snr_db:.1f} dB")
     return failures
 
 
