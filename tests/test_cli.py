@@ -151,3 +151,15 @@ def test_a_model_that_would_keep_a_float_op_fails_naming_it(tmp_path, capsys):
     assert code == 2
     assert "FLOOR" in err and len(err.strip().splitlines()) == 1
     assert not out_dir.exists()
+
+
+def test_train_writes_a_loadable_float_model(tmp_path, capsys):
+    from edge_attn.modelio import load_keras_model
+
+    code, out, _ = run_cli(capsys, "train", "cbam_resnet20", "--data", "digits", "--input-shape", "8,8,1",
+                           "--epochs", "1", "--out", str(tmp_path), "--no-progress", "--json")
+    assert code == 0
+    result = json.loads(out)
+    assert result["training"]["epochs_run"] == 1
+    model = load_keras_model(tmp_path / "model.keras")
+    assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
