@@ -163,6 +163,16 @@ def cmd_check(args):
     return 1 if failures else 0
 
 
+def cmd_bench(args):
+    from edge_attn.bench import format_bench, run_bench
+
+    result = run_bench(args.model, device=args.device, delegates=args.delegate, threads=args.threads,
+                       runs=args.runs, reference=args.reference, progress=not args.no_progress)
+    print(json.dumps(result, indent=2) if args.json else format_bench(result))
+    over_budget = [entry for entry in result["delegates"] if entry["within_budget"] is False]
+    return 1 if over_budget else 0
+
+
 def cmd_demo(args):
     from edge_attn.demo import run_demo
 
@@ -214,6 +224,21 @@ def build_parser():
     p.add_argument("--runs", type=_positive, default=50)
     _add_common(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("bench", help="latency of a .tflite on a device (host, adb phone, ssh board)",
+                       description="Measure latency on a device profile; with --reference, the float model is "
+                                   "measured in the same run, interleaved, and the speed-up is a ratio. "
+                                   "Exit 1 when a result is over the profile's latency budget.")
+    p.add_argument("model", help="the .tflite model")
+    p.add_argument("--device", default="host", help="profile name (host, android-example, ...) or a .toml path")
+    p.add_argument("--delegate", action="append", choices=("cpu", "xnnpack", "gpu", "nnapi"),
+                   help="delegate to measure (repeatable; default: the profile's list)")
+    p.add_argument("--threads", type=_positive, help="threads (default: the profile's)")
+    p.add_argument("--runs", type=_positive, help="timed runs (default: the profile's)")
+    p.add_argument("--reference", help="the float .tflite to measure in the same run")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _add_common(p)
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("demo", help="the whole flow on the built-in digits data set",
                        description="Train se_resnet20 and cbam_resnet20 on digits, convert each with int8-qat "

@@ -163,3 +163,19 @@ def test_train_writes_a_loadable_float_model(tmp_path, capsys):
     assert result["training"]["epochs_run"] == 1
     model = load_keras_model(tmp_path / "model.keras")
     assert model.input_shape == (None, 8, 8, 1) and model.output_shape == (None, 10)
+
+
+def test_bench_measures_int8_against_float_in_one_run(converted, tmp_path, capsys):
+    from edge_attn.convert import convert_model, load_recipe
+    from edge_attn.modelio import load_keras_model
+
+    float_path = tmp_path / "float.tflite"
+    float_path.write_bytes(convert_model(load_keras_model(converted / "reference.keras"), load_recipe("f32")))
+    code, out, _ = run_cli(capsys, "bench", str(converted / "model.tflite"), "--reference", str(float_path),
+                           "--delegate", "xnnpack", "--runs", "10", "--no-progress", "--json")
+    assert code == 0
+    entry = json.loads(out)["delegates"][0]
+    assert entry["delegate"] == "xnnpack"
+    assert entry["speedup"] == pytest.approx(entry["reference"]["p50_ms"] / entry["model"]["p50_ms"])
+    code, _, err = run_cli(capsys, "bench", str(converted / "model.tflite"), "--device", "no-such-phone")
+    assert code == 2 and "no-such-phone" in err
