@@ -19,10 +19,10 @@ import dataclasses
 import os
 import re
 import tomllib
-from importlib import resources
 
 from edge_attn.convert.recipe import _Fields
 from edge_attn.errors import BadInput
+from edge_attn.shipped import resolve, shipped_names
 from edge_attn.runners.base import DELEGATES
 
 KINDS = ("host", "adb", "ssh")
@@ -90,26 +90,14 @@ class DeviceProfile:
         return dataclasses.asdict(self) | {"delegates": list(self.delegates)}
 
 
-def profiles_dir():
-    """The directory of the shipped profiles (package data, so the installed command finds them too)."""
-    return resources.files("edge_attn") / "profiles"
-
-
 def list_profiles():
     """Names of the shipped profiles, sorted."""
-    return sorted(entry.name[: -len(".toml")] for entry in profiles_dir().iterdir() if entry.name.endswith(".toml"))
+    return shipped_names("profiles")
 
 
 def load_profile(name_or_path):
     """Load a shipped profile by name (``"host"``) or any profile file by path (``"phone.toml"``)."""
-    text = os.fspath(name_or_path)
-    if os.sep in text or "/" in text or text.endswith(".toml") or os.path.isfile(text):
-        return _load_file(text)
-    path = profiles_dir() / f"{text}.toml"
-    if not path.is_file():
-        raise BadInput(text, f"unknown device profile; known profiles: {', '.join(list_profiles())} "
-                             "(or give a path to a .toml)")
-    return _load_file(str(path))
+    return _load_file(resolve(name_or_path, "profiles", "device profile", "profiles"))
 
 
 def _load_file(path):

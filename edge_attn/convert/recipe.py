@@ -14,9 +14,9 @@ import dataclasses
 import math
 import os
 import tomllib
-from importlib import resources
 
 from edge_attn.errors import BadInput
+from edge_attn.shipped import resolve, shipped_names
 
 QUANTIZATIONS = ("int8", "fp16", "f32", "dynamic")
 IO_TYPES = ("int8", "uint8", "float32")
@@ -56,25 +56,14 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-def recipes_dir():
-    """The directory of the shipped recipes (package data, so the installed command finds them too)."""
-    return resources.files("edge_attn") / "recipes"
-
-
 def list_recipes():
     """Names of the shipped recipes, sorted."""
-    return sorted(entry.name[: -len(".toml")] for entry in recipes_dir().iterdir() if entry.name.endswith(".toml"))
+    return shipped_names("recipes")
 
 
 def load_recipe(name_or_path):
     """Load a shipped recipe by name (``"int8-qat"``) or any recipe file by path (``"my.toml"``)."""
-    text = os.fspath(name_or_path)
-    if os.sep in text or "/" in text or text.endswith(".toml") or os.path.isfile(text):
-        return _load_file(text)
-    path = recipes_dir() / f"{text}.toml"
-    if not path.is_file():
-        raise BadInput(text, f"unknown recipe; known recipes: {', '.join(list_recipes())} (or give a path to a .toml)")
-    return _load_file(str(path))
+    return _load_file(resolve(name_or_path, "recipes", "recipe", "recipes"))
 
 
 def _load_file(path):

@@ -39,6 +39,8 @@ from edge_attn.errors import BadInput
 from edge_attn.evaluate.latency import _random_input
 from edge_attn.litert import Interpreter, OpResolverType
 from edge_attn.runners.base import DELEGATES, LatencyResult
+# The board script is self-contained; its peak-memory helpers serve the host runner as well.
+from edge_attn.runners.remote_bench import peak_rss_growth_mb, reset_peak_rss
 
 _NO_DELEGATE = "builtin CPU kernels (no delegate)"
 _NO_OP_PROFILE = ("per-op profiles are not available from LiteRT's Python API; profile on the device "
@@ -79,7 +81,7 @@ class HostRunner:
             return _unavailable(settings, "NNAPI is Android's neural-network API; measure it on an Android "
                                           "device (a kind = \"adb\" profile)")
         use_compiled_model = engine == "compiled_model" or delegate == "gpu"
-        baseline_kib = _reset_peak_rss()
+        baseline_kib = reset_peak_rss()
         deadline = time.perf_counter() + self.profile.timeout_s
         try:
             if use_compiled_model:
@@ -88,7 +90,7 @@ class HostRunner:
                 times_ms, delegation = _measure_interpreter(path, delegate, threads, warmup, runs, deadline)
         except _Unavailable as e:
             return _unavailable(settings, str(e))
-        peak_memory_mb = _peak_rss_growth_mb(baseline_kib)
+        peak_memory_mb = peak_rss_growth_mb(baseline_kib)
 
         notes = []
         if use_compiled_model:
@@ -269,34 +271,3 @@ def _native_stderr():
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-
-
-# ---------------------------------------------------------------- peak memory
-
-
-def _reset_peak_rss():
-    """Reset this process's peak resident memory (``VmHWM``) to its current value; return that value in KiB,
-    or None where the kernel does not allow it (not Linux, or /proc not writable)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # "5": reset the resident-set high-water mark (Linux >= 4.0, proc(5))
-        return _proc_status_kib("VmRSS")
-    except (OSError, ValueError):
-        return None
-
-
-def _peak_rss_growth_mb(baseline_kib):
-    if baseline_kib is None:
-        return None
-    try:
-        return max(0, _proc_status_kib("VmHWM") - baseline_kib) / 1024.0
-    except (OSError, ValueError):
-        return None
-
-
-def _proc_status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])  # "VmHWM:    123456 kB"
-    raise ValueError(f"/proc/self/status has no {field}")

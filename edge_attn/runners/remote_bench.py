@@ -94,7 +94,7 @@ def _random_input(rng, dtype, shape):
 def _bench(interpreter_module, args):
     import numpy as np
 
-    baseline_kib = _reset_peak_rss()
+    baseline_kib = reset_peak_rss()
     deadline = time.perf_counter() + args.deadline_s
     rng = np.random.default_rng(0)
     ops = None
@@ -126,7 +126,7 @@ def _bench(interpreter_module, args):
         times_ms.append((end - start) * 1000.0)
         if end > deadline:
             break
-    return {"times_ms": times_ms, "peak_memory_mb": _peak_rss_growth_mb(baseline_kib), "ops": ops,
+    return {"times_ms": times_ms, "peak_memory_mb": peak_rss_growth_mb(baseline_kib), "ops": ops,
             "delegation": delegation, "runtime": f"{interpreter_module.__name__} on Python {sys.version.split()[0]}"}
 
 
@@ -167,28 +167,28 @@ def _outputs(interpreter_module, args, npz_bytes):
     return buffer.getvalue()
 
 
-def _reset_peak_rss():
+def reset_peak_rss():
     """Reset this process's peak resident memory (Linux ``VmHWM``) and return the resident memory in KiB,
     or None where the kernel does not allow it."""
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # "5": reset the resident-set high-water mark (Linux >= 4.0, proc(5))
-        return _proc_status_kib("VmRSS")
+        return proc_status_kib("VmRSS")
     except (OSError, ValueError):
         return None
 
 
-def _peak_rss_growth_mb(baseline_kib):
+def peak_rss_growth_mb(baseline_kib):
     """Growth of the peak resident memory since the reset: loading the model, its arena and the runs."""
     if baseline_kib is None:
         return None
     try:
-        return max(0, _proc_status_kib("VmHWM") - baseline_kib) / 1024.0
+        return max(0, proc_status_kib("VmHWM") - baseline_kib) / 1024.0
     except (OSError, ValueError):
         return None
 
 
-def _proc_status_kib(field):
+def proc_status_kib(field):
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(f"{field}:"):
