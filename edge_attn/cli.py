@@ -163,6 +163,14 @@ def cmd_check(args):
     return 1 if failures else 0
 
 
+def cmd_compat(args):
+    from edge_attn.delegates import check_compat, format_compat
+
+    report = check_compat(args.model, args.delegate, args.android_api, xnnpack_rules=args.xnnpack_rules)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else format_compat(report))
+    return 0
+
+
 def cmd_bench(args):
     from edge_attn.bench import format_bench, run_bench
 
@@ -224,6 +232,20 @@ def build_parser():
     p.add_argument("--runs", type=_positive, default=50)
     _add_common(p)
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("compat", help="which ops a delegate (GPU, NNAPI, XNNPACK) would take, and why not",
+                       description="Per-op delegate verdicts with reasons, from edge_attn's own rules (TFLite's "
+                                   "Analyzer claims GPU compatibility for ops the GPU delegate rejects), the "
+                                   "partitions the delegate would create, and a one-line summary.")
+    p.add_argument("model", help="the .tflite model")
+    p.add_argument("--delegate", required=True, choices=("gpu", "nnapi", "xnnpack"))
+    p.add_argument("--android-api", type=int, help="Android API level for NNAPI (27..36; default: judge at 36 "
+                                                     "and show each op's minimum level)")
+    p.add_argument("--xnnpack-rules", choices=("readme", "litert"), default="readme",
+                   help="readme (default): XNNPACK as documented and in older TFLite runtimes (MEAN only over "
+                        "spatial axes); litert: current LiteRT, which also takes channel MEAN/REDUCE_MAX/SUM")
+    _add_common(p)
+    p.set_defaults(func=cmd_compat)
 
     p = sub.add_parser("bench", help="latency of a .tflite on a device (host, adb phone, ssh board)",
                        description="Measure latency on a device profile; with --reference, the float model is "

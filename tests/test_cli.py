@@ -179,3 +179,19 @@ def test_bench_measures_int8_against_float_in_one_run(converted, tmp_path, capsy
     assert entry["speedup"] == pytest.approx(entry["reference"]["p50_ms"] / entry["model"]["p50_ms"])
     code, _, err = run_cli(capsys, "bench", str(converted / "model.tflite"), "--device", "no-such-phone")
     assert code == 2 and "no-such-phone" in err
+
+
+def test_compat_gives_a_verdict_with_reasons_for_every_op(converted, capsys):
+    from edge_attn.convert import inspect_tflite
+
+    model = str(converted / "model.tflite")
+    op_count = len(inspect_tflite(model).ops)
+    for delegate in ("gpu", "nnapi", "xnnpack"):
+        code, out, _ = run_cli(capsys, "compat", model, "--delegate", delegate, "--android-api", "30", "--json")
+        report = json.loads(out)
+        assert code == 0
+        assert len(report["ops"]) == op_count
+        assert all(op["reasons"] for op in report["ops"])
+        assert report["summary"].startswith(delegate)
+    code, _, err = run_cli(capsys, "compat", model, "--delegate", "nnapi", "--android-api", "12")
+    assert code == 2 and "--android-api" in err
