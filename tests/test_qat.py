@@ -20,6 +20,7 @@ import tensorflow_model_optimization as tfmot
 
 SMALL = {"imagenet": (32, 32, 3), "cifar": (8, 8, 1), "1d": (64, 2)}
 DEFAULT_2D = ["se_resnet20", "cbam_resnet20", "resnet20", "se_resnet18", "cbam_resnet18"]
+DEFAULT_1D = ["se_resnet1d_18", "cbam_resnet1d_18"]
 SLOW_2D = ["resnet18", "resnet34", "se_resnet34", "cbam_resnet34", "resnet50", "se_resnet50", "cbam_resnet50",
            "resnet101", "se_resnet101", "cbam_resnet101", "resnet56", "se_resnet56", "cbam_resnet56"]
 
@@ -134,7 +135,7 @@ def _int8_qat_tflite(model, samples):
     return convert_model(qat.model, recipe, [s[None] for s in samples[:8]])
 
 
-@pytest.mark.parametrize("name", DEFAULT_2D + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW_2D])
+@pytest.mark.parametrize("name", DEFAULT_2D + DEFAULT_1D + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW_2D])
 def test_zoo_model_converts_fully_int8(name):
     shape = _input_shape(name)
     model = create_model(name, input_shape=shape, classes=10)

@@ -5,12 +5,11 @@ edge_attn's channel pooling layers (CBAM's spatial branch) or for ``Conv1D``/``M
 ResNets; max pooling keeps its input's range, as tfmot does for MaxPooling2D), and it only
 handles ``BatchNormalization`` where it directly follows a Conv2D/Dense. These configs follow the
 TFLite int8 scheme (https://www.tensorflow.org/lite/performance/quantization_spec): activations
-8-bit asymmetric per tensor, conv weights 8-bit symmetric per output channel.
+8-bit asymmetric per tensor, weights 8-bit symmetric.
 """
 
 from edge_attn._keras import keras
 from tensorflow_model_optimization.quantization.keras import QuantizeConfig, quantizers
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import default_8bit_quantizers
 from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
     NoOpQuantizeConfig,
 )
@@ -45,10 +44,16 @@ class OutputQuantizeConfig(QuantizeConfig):
 
 
 class ConvWeightsQuantizeConfig(QuantizeConfig):
-    """Conv1D: per-channel symmetric kernel (as tfmot does for Conv2D) and a quantized activation."""
+    """Conv1D: symmetric 8-bit kernel, per tensor, and a quantized activation.
+
+    Per tensor, not per channel as for Conv2D: tfmot's per-channel ``LastValueQuantize`` fails on 3-D
+    kernels, and a per-channel fake-quant on the 3-D kernel makes the converter reject the TRANSPOSE it
+    inserts when lowering Conv1D to CONV_2D ("mismatched quantized axes").
+    """
 
     def get_weights_and_quantizers(self, layer):
-        return [(layer.kernel, default_8bit_quantizers.Default8BitConvWeightsQuantizer())]
+        return [(layer.kernel, quantizers.LastValueQuantizer(num_bits=8, per_axis=False, symmetric=True,
+                                                             narrow_range=True))]
 
     def get_activations_and_quantizers(self, layer):
         return [(layer.activation, _activation_quantizer())]
