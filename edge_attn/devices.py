@@ -18,11 +18,10 @@ Local paths (binaries, the ssh key) are expanded (``~``) and resolved against th
 import dataclasses
 import os
 import re
-import tomllib
 
 from edge_attn.convert.recipe import _Fields
 from edge_attn.errors import BadInput
-from edge_attn.shipped import resolve, shipped_names
+from edge_attn.shipped import load_table, shipped_names
 from edge_attn.runners.base import DELEGATES
 
 KINDS = ("host", "adb", "ssh")
@@ -97,20 +96,7 @@ def list_profiles():
 
 def load_profile(name_or_path):
     """Load a shipped profile by name (``"host"``) or any profile file by path (``"phone.toml"``)."""
-    return _load_file(resolve(name_or_path, "profiles", "device profile", "profiles"))
-
-
-def _load_file(path):
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise BadInput(path, "no such device profile") from None
-    except OSError as e:
-        raise BadInput(path, f"cannot read device profile: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise BadInput(path, f"not valid TOML: {e}") from e
-    return parse_profile(table, path)
+    return parse_profile(*load_table(name_or_path, "profiles", "device profile", "profiles"))
 
 
 def parse_profile(table, source):

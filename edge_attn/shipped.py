@@ -5,6 +5,7 @@ them anywhere; the repository's ``converters/`` and ``devices/`` link to them fo
 """
 
 import os
+import tomllib
 from importlib import resources
 
 from edge_attn.errors import BadInput
@@ -29,3 +30,17 @@ def resolve(name_or_path, folder, what, what_plural):
         raise BadInput(text, f"unknown {what}; known {what_plural}: {', '.join(shipped_names(folder))} "
                              "(or give a path to a .toml)")
     return str(path)
+
+
+def load_table(name_or_path, folder, what, what_plural):
+    """(TOML table, its path) for a shipped name or a path; unreadable or invalid files are BadInput."""
+    path = resolve(name_or_path, folder, what, what_plural)
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f), path
+    except FileNotFoundError:
+        raise BadInput(path, f"no such {what} file") from None
+    except OSError as e:
+        raise BadInput(path, f"cannot read {what}: {e.strerror}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(path, f"not valid TOML: {e}") from e

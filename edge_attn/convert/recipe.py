@@ -13,10 +13,9 @@ live in a ``[fine_tune]`` table (:class:`QatSettings`, ``recipe.fine_tune``), al
 import dataclasses
 import math
 import os
-import tomllib
 
 from edge_attn.errors import BadInput
-from edge_attn.shipped import resolve, shipped_names
+from edge_attn.shipped import load_table, shipped_names
 
 QUANTIZATIONS = ("int8", "fp16", "f32", "dynamic")
 IO_TYPES = ("int8", "uint8", "float32")
@@ -63,20 +62,7 @@ def list_recipes():
 
 def load_recipe(name_or_path):
     """Load a shipped recipe by name (``"int8-qat"``) or any recipe file by path (``"my.toml"``)."""
-    return _load_file(resolve(name_or_path, "recipes", "recipe", "recipes"))
-
-
-def _load_file(path):
-    try:
-        with open(path, "rb") as f:
-            table = tomllib.load(f)
-    except FileNotFoundError:
-        raise BadInput(path, "no such recipe file") from None
-    except OSError as e:
-        raise BadInput(path, f"cannot read recipe: {e.strerror}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise BadInput(path, f"not valid TOML: {e}") from e
-    return parse_recipe(table, path)
+    return parse_recipe(*load_table(name_or_path, "recipes", "recipe", "recipes"))
 
 
 def parse_recipe(table, source):

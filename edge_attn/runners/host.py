@@ -40,7 +40,7 @@ from edge_attn.evaluate.latency import _random_input
 from edge_attn.litert import Interpreter, OpResolverType
 from edge_attn.runners.base import DELEGATES, LatencyResult
 # The board script is self-contained; its peak-memory helpers serve the host runner as well.
-from edge_attn.runners.remote_bench import peak_rss_growth_mb, reset_peak_rss
+from edge_attn.runners.remote_bench import peak_rss_growth_mb, reset_peak_rss, time_runs
 
 _NO_DELEGATE = "builtin CPU kernels (no delegate)"
 _NO_OP_PROFILE = ("per-op profiles are not available from LiteRT's Python API; profile on the device "
@@ -130,21 +130,6 @@ def _unavailable(settings, note):
                          available=False, note=note)
 
 
-def _time_runs(invoke, warmup, runs, deadline):
-    """Milliseconds of each timed ``invoke()`` after ``warmup`` untimed ones, up to ``deadline``."""
-    for _ in range(warmup):
-        invoke()
-    times_ms = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        invoke()
-        end = time.perf_counter()
-        times_ms.append((end - start) * 1000.0)
-        if end > deadline:
-            break
-    return times_ms
-
-
 # ---------------------------------------------------------------- Interpreter
 
 
@@ -159,7 +144,7 @@ def _measure_interpreter(path, delegate, threads, warmup, runs, deadline):
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], _random_input(rng, detail))
     delegation = _NO_DELEGATE if delegate == "cpu" else _xnnpack_delegation(interpreter._get_ops_details())
-    return _time_runs(interpreter.invoke, warmup, runs, deadline), delegation
+    return time_runs(interpreter.invoke, warmup, runs, deadline), delegation
 
 
 def _xnnpack_delegation(nodes):
@@ -238,7 +223,7 @@ def _run_compiled_model(path, delegate, threads, warmup, runs, deadline):
     else:
         delegation = ("completely executed by XNNPACK" if fully
                       else "partially executed by XNNPACK (the rest on builtin CPU kernels)")
-    times_ms = _time_runs(lambda: model.run_by_name(signature, inputs, outputs), warmup, runs, deadline)
+    times_ms = time_runs(lambda: model.run_by_name(signature, inputs, outputs), warmup, runs, deadline)
     return times_ms, delegation
 
 

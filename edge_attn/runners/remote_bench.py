@@ -116,16 +116,7 @@ def _bench(interpreter_module, args):
         if args.delegate == "xnnpack" and hasattr(interpreter, "_get_ops_details"):
             ops = [{"op_name": node["op_name"], "inputs": [int(t) for t in node["inputs"]],
                     "outputs": [int(t) for t in node["outputs"]]} for node in interpreter._get_ops_details()]
-    for _ in range(args.warmup):
-        invoke()
-    times_ms = []
-    for _ in range(args.runs):
-        start = time.perf_counter()
-        invoke()
-        end = time.perf_counter()
-        times_ms.append((end - start) * 1000.0)
-        if end > deadline:
-            break
+    times_ms = time_runs(invoke, args.warmup, args.runs, deadline)
     return {"times_ms": times_ms, "peak_memory_mb": peak_rss_growth_mb(baseline_kib), "ops": ops,
             "delegation": delegation, "runtime": f"{interpreter_module.__name__} on Python {sys.version.split()[0]}"}
 
@@ -165,6 +156,22 @@ def _outputs(interpreter_module, args, npz_bytes):
     buffer = io.BytesIO()
     np.savez(buffer, y=np.stack(outputs))
     return buffer.getvalue()
+
+
+def time_runs(invoke, warmup, runs, deadline):
+    """Milliseconds of each timed ``invoke()`` after ``warmup`` untimed ones, stopping after ``deadline``
+    (a ``time.perf_counter()`` value)."""
+    for _ in range(warmup):
+        invoke()
+    times_ms = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        invoke()
+        end = time.perf_counter()
+        times_ms.append((end - start) * 1000.0)
+        if end > deadline:
+            break
+    return times_ms
 
 
 def reset_peak_rss():
