@@ -171,6 +171,36 @@ def cmd_compat(args):
     return 0
 
 
+def cmd_bundle(args):
+    from edge_attn.bundle import bundle
+
+    manifest = bundle(args.model, target=args.target, labels=args.labels, out=args.out, name=args.name,
+                      zip=args.zip)
+    if args.json:
+        print(json.dumps(manifest, indent=2))
+    else:
+        where = os.path.join(args.out, f"{manifest['name']}-{manifest['target']}.zip") if args.zip else args.out
+        _print_rows([
+            ("bundle", where), ("target", manifest["target"]), ("model", manifest["model"]["file"]),
+            ("labels", f"{manifest['labels']['count']} ({manifest['labels']['source']})"),
+            ("input", f"{manifest['input']['dtype']} {manifest['input']['shape']}, scale {manifest['input']['scale']}, "
+                      f"zero point {manifest['input']['zero_point']}"),
+            ("delegates", " → ".join(manifest["delegates"]["order"])),
+        ])
+    return 0
+
+
+def cmd_verify_bundle(args):
+    from edge_attn.bundle import verify_bundle
+
+    problems = verify_bundle(args.bundle)
+    if args.json:
+        print(json.dumps({"bundle": args.bundle, "ok": not problems, "problems": problems}, indent=2))
+    else:
+        print("\n".join(problems) if problems else f"{args.bundle}: ok")
+    return 1 if problems else 0
+
+
 def cmd_bench(args):
     from edge_attn.bench import format_bench, run_bench
 
@@ -261,6 +291,26 @@ def build_parser():
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("bundle", help="app-ready Android / iOS assets with TFLite metadata and a manifest",
+                       description="Embed TFLite metadata (normalization, labels) in the model and lay it out for "
+                                   "an Android (assets/) or iOS (Resources/) project, with a manifest (hashes, "
+                                   "tensor specs, delegate order) and INTEGRATION.md.")
+    p.add_argument("model", help="the .tflite model (a report.json beside it supplies labels and accuracy)")
+    p.add_argument("--target", required=True, choices=("android", "ios"))
+    p.add_argument("--labels", help="class names, one per line (default: from report.json, else class ids)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--name", help="model file name in the bundle (default: the model file's)")
+    p.add_argument("--zip", action="store_true", help="write one reproducible NAME-TARGET.zip instead of a folder")
+    _add_common(p)
+    p.set_defaults(func=cmd_bundle)
+
+    p = sub.add_parser("verify-bundle", help="re-check a bundle's hashes, metadata and labels",
+                       description="Re-check every file of a bundle (folder or .zip) against its manifest, and the "
+                                   "model's metadata and labels. Exit 1 on any problem.")
+    p.add_argument("bundle", help="bundle folder or .zip")
+    _add_common(p)
+    p.set_defaults(func=cmd_verify_bundle)
 
     p = sub.add_parser("demo", help="the whole flow on the built-in digits data set",
                        description="Train se_resnet20 and cbam_resnet20 on digits, convert each with int8-qat "

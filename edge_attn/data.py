@@ -124,6 +124,7 @@ def load_data(spec, input_shape: tuple | None = None, eval_fraction: float = 0.2
         **info,
         "samples": len(labels),
         "classes": len(class_names),
+        "class_names": list(class_names),  # bundles write them as labels.txt
         "input_shape": list(x.shape[1:]),
         "split": {
             "method": "stratified per class, seeded",

@@ -195,3 +195,23 @@ def test_compat_gives_a_verdict_with_reasons_for_every_op(converted, capsys):
         assert report["summary"].startswith(delegate)
     code, _, err = run_cli(capsys, "compat", model, "--delegate", "nnapi", "--android-api", "12")
     assert code == 2 and "--android-api" in err
+
+
+def test_bundle_and_verify_bundle(converted, tmp_path, capsys):
+    out = tmp_path / "android"
+    code, _, _ = run_cli(capsys, "bundle", str(converted / "model.tflite"), "--target", "android", "--out", str(out))
+    assert code == 0
+    assert (out / "assets" / "labels.txt").read_text().split() == [str(i) for i in range(10)]
+    code, out_text, _ = run_cli(capsys, "verify-bundle", str(out))
+    assert code == 0 and "ok" in out_text
+    model = out / "assets" / "model.tflite"
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model.write_bytes(bytes(data))
+    code, out_text, _ = run_cli(capsys, "verify-bundle", str(out))
+    assert code == 1 and "model.tflite" in out_text
+    labels = tmp_path / "labels.txt"
+    labels.write_text("a\nb\nc\n")
+    code, _, err = run_cli(capsys, "bundle", str(converted / "model.tflite"), "--target", "ios",
+                           "--labels", str(labels), "--out", str(tmp_path / "ios"))
+    assert code == 2 and "labels.txt" in err and not (tmp_path / "ios").exists()
