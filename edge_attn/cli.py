@@ -51,6 +51,11 @@ def _add_model_building(p):
     _add_common(p)
 
 
+def _add_trust(p):
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="allow Keras Lambda layers: they hold Python code that runs when the model is loaded")
+
+
 def _input_shape(text):
     try:
         dims = tuple(int(part) for part in text.split(","))
@@ -120,7 +125,7 @@ def cmd_convert(args):
 
     report = run_convert(args.model, args.recipe, args.data, args.out, input_shape=args.input_shape,
                          epochs=args.epochs, float_epochs=args.float_epochs, threads=args.threads, runs=args.runs,
-                         seed=args.seed, progress=not args.no_progress)
+                         seed=args.seed, progress=not args.no_progress, trust_model_code=args.trust_model_code)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     else:
@@ -134,13 +139,13 @@ def cmd_check(args):
     from edge_attn.data import load_data
     from edge_attn.evaluate.compare import budget_failures
     from edge_attn.modelio import load_keras_model
-    from edge_attn.pipeline import check
-    from edge_attn.qat import lower_attention
+    from edge_attn.pipeline import check, lowered_float_model
 
     info = inspect_tflite(args.model)  # a bad .tflite fails before anything is loaded
-    reference = load_keras_model(args.reference)
+    reference = load_keras_model(args.reference, trust_model_code=args.trust_model_code)
     data = load_data(args.data, input_shape=tuple(reference.input_shape[1:]))
-    accuracy, layers, latency = check(reference, lower_attention(reference), args.model, data,
+    layer_reference, _ = lowered_float_model(reference, args.trust_model_code)
+    accuracy, layers, latency = check(reference, layer_reference, args.model, data,
                                       threads=args.threads, runs=args.runs)
     failures = budget_failures(accuracy, max_drop=args.max_drop, min_agreement=args.min_agreement,
                                min_snr_db=args.min_snr_db)
@@ -246,6 +251,7 @@ def build_parser():
                    help=f"float training epochs for registry models (default {DEFAULT_FLOAT_EPOCHS}; 0 = random init)")
     p.add_argument("--threads", type=_positive, default=2, help="interpreter threads for latency")
     p.add_argument("--runs", type=_positive, default=50, help="timed runs for latency")
+    _add_trust(p)
     p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser("check", help="check a .tflite against its float reference",
@@ -261,6 +267,7 @@ def build_parser():
     p.add_argument("--threads", type=_positive, default=2)
     p.add_argument("--runs", type=_positive, default=50)
     _add_common(p)
+    _add_trust(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("compat", help="which ops a delegate (GPU, NNAPI, XNNPACK) would take, and why not",

@@ -1,18 +1,83 @@
 """Loading the user's Keras model (``.keras``, ``.h5`` or a SavedModel folder) with edge_attn's layers.
 
-Keras ``Lambda`` layers hold Python code: ``.keras`` files are loaded with ``safe_mode=True`` so such
-code is never deserialized. Any failure to load is a one-line ``BadInput`` naming the file.
+Keras ``Lambda`` layers hold Python code that runs when the model is loaded. Before anything is
+deserialized, the model's config (``config.json`` in a ``.keras`` archive, the ``model_config``
+attribute of an ``.h5`` file) is scanned for ``Lambda`` layers, and such files are refused unless the
+user trusts them (``--trust-model-code``); only then is a ``.keras`` file loaded with
+``safe_mode=False``. Any failure to load is a one-line ``BadInput`` naming the file.
 """
 
+import json
 import os
+import zipfile
 
 from edge_attn.errors import BadInput
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+LAMBDA_REFUSED = ("contains Lambda layers ({names}): Lambda layers hold Python code that runs when the model is "
+                  "loaded; pass --trust-model-code if you trust this file")
 
 
-def load_keras_model(path):
-    """Load a Keras 2 model from ``path``; raise ``BadInput`` for anything that is not one."""
+def _model_config(path):
+    """The model's architecture as JSON, read without deserializing anything; None if not found."""
+    try:
+        if path.endswith(".keras"):
+            with zipfile.ZipFile(path) as archive:
+                return json.loads(archive.read("config.json"))
+        if path.endswith((".h5", ".hdf5")):
+            import h5py
+
+            with h5py.File(path, "r") as h5:
+                raw = h5.attrs.get("model_config")
+            if raw is None:
+                return None
+            return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None  # not readable as such: load_model below reports why
+    return None
+
+
+def lambda_layers(config):
+    """Names of the ``Lambda`` layers anywhere in a model config (nested models included)."""
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") == "Lambda":
+            found.append(str(config.get("config", {}).get("name", "?")))
+        for value in config.values():
+            found.extend(lambda_layers(value))
+    elif isinstance(config, list):
+        for value in config:
+            found.extend(lambda_layers(value))
+    return found
+
+
+def _layer_entries(config):
+    """``(name, class_name, registered_name)`` of every layer in a model config, nested models included."""
+    layers = config.get("config", {}).get("layers", []) if isinstance(config, dict) else []
+    for layer in layers:
+        yield layer.get("config", {}).get("name", "?"), layer.get("class_name"), layer.get("registered_name")
+        yield from _layer_entries(layer)
+
+
+def unknown_layers(config):
+    """``name (class)`` of layers whose class neither Keras nor edge_attn (nor a registration) provides."""
+    from edge_attn._keras import keras
+    from tf_keras.src.layers import serialization
+
+    import edge_attn.layers  # noqa: F401  registers edge_attn's layers
+    import edge_attn.normalize.channel_pad  # noqa: F401
+
+    serialization.populate_deserializable_objects()
+    known = serialization.LOCAL.ALL_OBJECTS
+    return [f"{name} ({class_name})" for name, class_name, registered in _layer_entries(config)
+            if class_name not in known and keras.saving.get_registered_object(registered or class_name) is None]
+
+
+def load_keras_model(path, trust_model_code=False):
+    """Load a Keras 2 model from ``path``; raise ``BadInput`` for anything that is not one.
+
+    Files with ``Lambda`` layers are refused unless ``trust_model_code`` (their code would run).
+    """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BadInput(path, "no such file or directory")
@@ -21,12 +86,21 @@ def load_keras_model(path):
     is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
     if not (is_saved_model or path.endswith(KERAS_SUFFIXES)):
         raise BadInput(path, "not a Keras model: expected a .keras or .h5 file or a SavedModel folder")
+    config = _model_config(path)
+    lambdas = lambda_layers(config)
+    if lambdas and not trust_model_code:
+        raise BadInput(path, LAMBDA_REFUSED.format(names=", ".join(lambdas)))
     from edge_attn._keras import keras
     import edge_attn.layers  # noqa: F401  registers edge_attn's layers for deserialization
+    import edge_attn.normalize.channel_pad  # noqa: F401  (a normalized model may hold ChannelPad)
 
+    unknown = unknown_layers(config)
+    if unknown:
+        raise BadInput(path, f"uses custom layers that are neither Keras nor edge_attn layers: {', '.join(unknown)}; "
+                             "rebuild the model from standard layers (or register the classes and use the Python API)")
     try:
         if path.endswith(".keras"):
-            model = keras.models.load_model(path, compile=False, safe_mode=True)
+            model = keras.models.load_model(path, compile=False, safe_mode=not trust_model_code)
         else:
             model = keras.models.load_model(path, compile=False)
     except Exception as error:  # corrupt archives fail in many ways (zipfile, h5py, json, ValueError)

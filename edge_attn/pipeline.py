@@ -31,6 +31,7 @@ class Reference:
     data: object
     source: str  # registry name or the user's path
     trained: dict | None = None  # training history when edge_attn trained it
+    trust_model_code: bool = False  # the user allowed Lambda layers (Python code) in their model
 
 
 @dataclass
@@ -41,11 +42,12 @@ class Quantized:
     tflite: bytes
     layer_reference: object  # float model whose layer names the TFLite tensors carry
     fine_tune: dict | None = None
+    rewrites: list = field(default_factory=list)  # raw-op layers normalized into quantizable ones
     seconds: dict = field(default_factory=dict)
 
 
 def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=DEFAULT_FLOAT_EPOCHS, seed=0,
-                      progress=True):
+                      progress=True, trust_model_code=False):
     """Load ``data_spec`` and either build+train registry model ``model_spec`` or load a saved Keras model."""
     from edge_attn.data import load_data
     from edge_attn.models import create_model, is_registered
@@ -63,12 +65,12 @@ def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=D
         create_model(model_spec)  # raises BadInput with the close registry matches
     if input_shape is not None:
         raise BadInput("--input-shape", "only applies to registry models; a saved model has its own input shape")
-    model = load_keras_model(model_spec)
+    model = load_keras_model(model_spec, trust_model_code=trust_model_code)
     data = load_data(data_spec, input_shape=tuple(model.input_shape[1:]))
     outputs = model.output_shape[-1]
     if outputs != data.num_classes:
         raise BadInput(data_spec, f"has {data.num_classes} classes but {model_spec} outputs {outputs}")
-    return Reference(model, data, model_spec, None)
+    return Reference(model, data, model_spec, None, trust_model_code)
 
 
 def train_float(model, data, *, epochs, seed=0, progress=True):
@@ -82,7 +84,7 @@ def train_float(model, data, *, epochs, seed=0, progress=True):
 def quantize(reference, recipe, *, epochs=None, seed=0, progress=True):
     """Convert ``reference`` per ``recipe`` (quantization-aware fine-tune first for QAT recipes)."""
     from edge_attn.convert import convert_model
-    from edge_attn.qat import lower_attention, qat_finetune, quantize_aware
+    from edge_attn.qat import qat_finetune, quantize_aware
 
     data = reference.data
     if epochs is not None and epochs < 0:
@@ -94,7 +96,7 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True):
     if recipe.qat:
         _seed_everything(seed)
         settings = recipe.fine_tune
-        qat = quantize_aware(reference.model)
+        qat = quantize_aware(reference.model, trust_model_code=reference.trust_model_code)
         history = qat_finetune(
             qat, data, epochs=settings.epochs if epochs is None else epochs, learning_rate=settings.learning_rate,
             schedule=settings.schedule, batch_size=settings.batch_size, bn_freeze_steps=settings.bn_freeze_steps,
@@ -102,15 +104,28 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True):
             calibration_samples=recipe.calibration_samples, seed=seed, progress=progress)
         fine_tune = history.to_dict()
         seconds["qat"] = time.perf_counter() - start
-        to_convert, layer_reference = qat.model, qat.float_model
+        to_convert, layer_reference, rewrites = qat.model, qat.float_model, qat.rewrites
     else:
         # The lowered (decomposed) float model is float-identical and converts better: CBAM's split
         # spatial conv avoids the CONCATENATION/REDUCE_MAX shared scale that clips post-training int8.
-        to_convert = layer_reference = lower_attention(reference.model)
+        to_convert, rewrites = lowered_float_model(reference.model, reference.trust_model_code)
+        layer_reference = to_convert
     start = time.perf_counter()
     tflite = convert_model(to_convert, recipe, representative, name=reference.source)
     seconds["convert"] = time.perf_counter() - start
-    return Quantized(recipe, tflite, layer_reference, fine_tune, seconds)
+    return Quantized(recipe, tflite, layer_reference, fine_tune, rewrites, seconds)
+
+
+def lowered_float_model(model, trust_model_code=False):
+    """(float model with raw ops normalized and attention decomposed, the rewrites): float-identical to
+    ``model``; what non-QAT recipes convert and what per-layer error maps TFLite tensors to. Ops the
+    normalizer cannot rewrite stay as they are (``strict=False``): a float recipe can keep them, and an
+    int8 recipe then reports the op the converter left in float."""
+    from edge_attn.normalize import normalize
+    from edge_attn.qat import lower_attention
+
+    normalized, rewrites = normalize(model, trust_model_code=trust_model_code, strict=False)
+    return lower_attention(normalized), rewrites
 
 
 def check(reference_model, layer_reference, tflite, data, *, threads=2, runs=50, reference_tflite=None):
@@ -156,6 +171,7 @@ def build_report(reference, quantized, accuracy, layers, latency, *, model_path)
         "data": reference.data.info,
         "float_training": reference.trained,
         "fine_tune": quantized.fine_tune,
+        "rewrites": quantized.rewrites,
         "seconds": {k: round(v, 2) for k, v in quantized.seconds.items()},
     }
 
@@ -205,13 +221,13 @@ def write_run(staging, reference, quantized, report, *, save_reference=True):
 
 
 def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None, epochs=None,
-                float_epochs=DEFAULT_FLOAT_EPOCHS, threads=2, runs=50, seed=0, progress=True):
+                float_epochs=DEFAULT_FLOAT_EPOCHS, threads=2, runs=50, seed=0, progress=True, trust_model_code=False):
     """``edge-attn convert``: every output in ``out_dir``; returns the report dict."""
     from edge_attn.convert import load_recipe
 
     recipe = load_recipe(recipe_spec)  # bad recipes fail before any training
     reference = prepare_reference(model_spec, data_spec, input_shape=input_shape, float_epochs=float_epochs,
-                                  seed=seed, progress=progress)
+                                  seed=seed, progress=progress, trust_model_code=trust_model_code)
     quantized = quantize(reference, recipe, epochs=epochs, seed=seed, progress=progress)
     accuracy, layers, latency = check(reference.model, quantized.layer_reference, quantized.tflite, reference.data,
                                       threads=threads, runs=runs, reference_tflite=float_tflite(reference.model))

@@ -215,3 +215,29 @@ def test_bundle_and_verify_bundle(converted, tmp_path, capsys):
     code, _, err = run_cli(capsys, "bundle", str(converted / "model.tflite"), "--target", "ios",
                            "--labels", str(labels), "--out", str(tmp_path / "ios"))
     assert code == 2 and "labels.txt" in err and not (tmp_path / "ios").exists()
+
+
+def test_lambda_models_need_trust_model_code(tmp_path, capsys):
+    """A Lambda holds Python code: refused (exit 2, saying why) unless --trust-model-code; then the
+    plain-reshape Lambda is normalized and the model converts to fully int8, with the rewrite reported."""
+    from edge_attn._keras import keras
+
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    # Self-contained on purpose: a Lambda's globals (``K``, ``tf``) are not there when it is loaded back.
+    x = keras.layers.Lambda(lambda t: t[:, None, None, :], name="to_4d")(x)
+    outputs = keras.layers.Dense(10)(keras.layers.Flatten()(x))
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    out_dir = tmp_path / "out"
+    argv = ["convert", str(path), "--recipe", "int8-qat", "--data", "digits", "--epochs", "0", "--runs", "3",
+            "--out", str(out_dir), "--no-progress"]
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and "--trust-model-code" in err and len(err.strip().splitlines()) == 1
+    assert not out_dir.exists()
+    code, _, err = run_cli(capsys, *argv, "--trust-model-code")
+    assert code == 0, err
+    report = json.loads((out_dir / "report.json").read_text())
+    assert report["fully_int8"] is True
+    assert any(r["from"] == "Lambda" and "to_4d" in r["layers"] for r in report["rewrites"])

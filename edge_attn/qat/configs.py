@@ -15,6 +15,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.d
 )
 
 from edge_attn.layers import ChannelMax, ChannelMean
+from edge_attn.normalize.channel_pad import ChannelPad
 
 
 def _activation_quantizer():
@@ -79,6 +80,7 @@ EDGE_ATTN_CONFIGS = {
     keras.layers.BatchNormalization: OutputQuantizeConfig,
     keras.layers.Conv1D: ConvWeightsQuantizeConfig,
     keras.layers.MaxPooling1D: NoOpQuantizeConfig,
+    ChannelPad: NoOpQuantizeConfig,  # zero padding keeps its input's range, like tfmot's ZeroPadding2D
 }
 
 # What quantize_scope needs to deserialize the configs.

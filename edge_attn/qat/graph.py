@@ -27,7 +27,8 @@ def rebuild(model, replace=None, name=None):
     tensors = {}  # id(original KerasTensor) -> rebuilt tensor
     inputs = []
     for original in model.inputs:
-        new = keras.Input(type_spec=original.type_spec, name=original.name.split(":")[0])
+        # The InputLayer's name: a model made by rebuild() has inputs whose tensor ``name`` is None.
+        new = keras.Input(type_spec=original.type_spec, name=original._keras_history.layer.name)
         tensors[id(original)] = new
         inputs.append(new)
     copies = {}  # id(original layer) -> its fresh copy, so shared layers stay shared

@@ -2,6 +2,8 @@
 
 ``quantize_aware(model)`` is what tfmot's ``quantize_model`` would be if it accepted SE/CBAM models:
 
+0. **normalize**: raw-TF-op layers (``TFOpLambda``: ``tf.reduce_mean``, ``x * s``, ...) of a user's model
+   are rewritten into equivalent Keras layers (:mod:`edge_attn.normalize`; zoo models have none);
 1. **lower**: every edge_attn attention layer is replaced by its ``decompose()`` graph of primitive
    layers (float-identical), so fake-quant nodes can sit between the pooling, MLP, gate and scale,
    exactly where TFLite will have int8 tensors;
@@ -12,7 +14,7 @@
    Conv2D+BatchNorm(+ReLU) patterns its transforms recognise).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge_attn._keras import keras
 import tensorflow_model_optimization as tfmot
@@ -34,11 +36,13 @@ class QuantizeAware:
 
     ``model`` is the quantize-aware (fake-quant) model to fine-tune and convert; ``float_model`` is the
     lowered float model it was made from (same layer names without tfmot's ``quant_`` prefix): the
-    reference for range calibration and for per-layer error.
+    reference for range calibration and for per-layer error. ``rewrites`` lists what normalization
+    replaced (see :func:`edge_attn.normalize.normalize`), empty for zoo models.
     """
 
     model: keras.Model
     float_model: keras.Model
+    rewrites: list = field(default_factory=list)
 
 
 def lower_attention(model):
@@ -72,12 +76,16 @@ def _config_for(layer):
     return "unsupported"
 
 
-def quantize_aware(model):
+def quantize_aware(model, trust_model_code=False):
     """Return a :class:`QuantizeAware` for ``model`` (which is left untouched).
 
-    Raises ``BadInput`` naming every layer that cannot be made quantization-aware.
+    Raises ``BadInput`` naming every layer that cannot be made quantization-aware. ``trust_model_code``
+    lets normalization run ``Lambda`` layers' code to recognise them.
     """
-    lowered = lower_attention(model)
+    from edge_attn.normalize import normalize  # imported here: edge_attn.normalize imports edge_attn.qat
+
+    normalized, rewrites = normalize(model, trust_model_code=trust_model_code)
+    lowered = lower_attention(normalized)
     unsupported = [layer for layer in lowered.layers
                    if not isinstance(layer, keras.layers.InputLayer) and _config_for(layer) == "unsupported"]
     if unsupported:
@@ -95,4 +103,4 @@ def quantize_aware(model):
         annotated = keras.models.clone_model(lowered, clone_function=annotate)
         annotated.set_weights(lowered.get_weights())
         quantized = _qk.quantize_apply(annotated)
-    return QuantizeAware(model=quantized, float_model=lowered)
+    return QuantizeAware(model=quantized, float_model=lowered, rewrites=rewrites)
