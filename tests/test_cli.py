@@ -210,6 +210,22 @@ def test_bundle_and_verify_bundle(converted, tmp_path, capsys):
     model.write_bytes(bytes(data))
     code, out_text, _ = run_cli(capsys, "verify-bundle", str(out))
     assert code == 1 and "model.tflite" in out_text
+    # iOS bundle of the same converted se_resnet20: labels packed inside the model (TFLite metadata's
+    # associated file is a zip appended to the flatbuffer) and outputs identical to the source model
+    import zipfile
+
+    from edge_attn.data import load_data
+    from edge_attn.litert import make_interpreter, run
+
+    code, _, _ = run_cli(capsys, "bundle", str(converted / "model.tflite"), "--target", "ios",
+                         "--out", str(tmp_path / "ios_ok"))
+    assert code == 0
+    bundled = tmp_path / "ios_ok" / "Resources" / "model.tflite"
+    with zipfile.ZipFile(bundled) as packed:
+        assert packed.read("labels.txt").decode().split() == [str(i) for i in range(10)]
+    x = load_data("digits", input_shape=(8, 8, 1)).x_eval[:16]
+    np.testing.assert_array_equal(run(make_interpreter(str(bundled)), x),
+                                  run(make_interpreter(str(converted / "model.tflite")), x))
     labels = tmp_path / "labels.txt"
     labels.write_text("a\nb\nc\n")
     code, _, err = run_cli(capsys, "bundle", str(converted / "model.tflite"), "--target", "ios",
