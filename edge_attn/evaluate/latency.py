@@ -5,12 +5,13 @@ Only ``invoke()`` is timed (the input is set once beforehand): this is the numbe
 for dense CNN kernels whose run time does not depend on the values.
 """
 
-import time
+import math
 
 import numpy as np
 
 from edge_attn.errors import BadInput
 from edge_attn.litert import make_interpreter
+from edge_attn.runners.remote_bench import time_runs  # the timing loop the device runners use
 
 
 def measure_latency(tflite_model, runs=50, warmup=5, threads=2):
@@ -25,13 +26,7 @@ def measure_latency(tflite_model, runs=50, warmup=5, threads=2):
     rng = np.random.default_rng(0)
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], _random_input(rng, detail))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times_ms = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times_ms[i] = (time.perf_counter() - start) * 1000.0
+    times_ms = np.asarray(time_runs(interpreter.invoke, warmup, runs, deadline=math.inf))
     return {
         "p50": float(np.percentile(times_ms, 50)),
         "p90": float(np.percentile(times_ms, 90)),
