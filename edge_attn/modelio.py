@@ -2,7 +2,8 @@
 
 Keras ``Lambda`` layers hold Python code that runs when the model is loaded. Before anything is
 deserialized, the model's config (``config.json`` in a ``.keras`` archive, the ``model_config``
-attribute of an ``.h5`` file) is scanned for ``Lambda`` layers, and such files are refused unless the
+attribute of an ``.h5`` file, the per-layer metadata in a SavedModel's ``keras_metadata.pb``) is
+scanned for ``Lambda`` layers, and such files are refused unless the
 user trusts them (``--trust-model-code``); only then is a ``.keras`` file loaded with
 ``safe_mode=False``. Any failure to load is a one-line ``BadInput`` naming the file.
 """
@@ -32,22 +33,49 @@ def _model_config(path):
             if raw is None:
                 return None
             return json.loads(raw.decode("utf-8") if isinstance(raw, bytes) else raw)
+        if os.path.isdir(path):
+            return _saved_model_config(path)
     except (OSError, KeyError, ValueError, zipfile.BadZipFile):
         return None  # not readable as such: load_model below reports why
     return None
 
 
+def _saved_model_config(path):
+    """The root model's config from a tf-keras SavedModel's ``keras_metadata.pb``, plus every layer node's
+    class (a Lambda can sit in a node the root config does not describe, e.g. inside a subclassed model)."""
+    from google.protobuf.message import DecodeError
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    metadata_path = os.path.join(path, "keras_metadata.pb")
+    if not os.path.isfile(metadata_path):
+        return None  # a bare SavedModel: tf-keras revives no Keras layers from it (refused after loading)
+    saved = saved_metadata_pb2.SavedMetadata()
+    with open(metadata_path, "rb") as f:
+        try:
+            saved.ParseFromString(f.read())
+        except DecodeError as error:
+            raise ValueError(str(error)) from error
+    nodes = [json.loads(node.metadata) for node in saved.nodes if node.metadata]
+    root = next((n for n, node in zip(nodes, saved.nodes) if node.node_path == "root"), {})
+    layer_classes = [{"class_name": n.get("class_name"), "config": {"name": n.get("name", "?")}} for n in nodes]
+    return {**root, "saved_model_nodes": layer_classes}
+
+
 def lambda_layers(config):
-    """Names of the ``Lambda`` layers anywhere in a model config (nested models included)."""
+    """Names of the ``Lambda`` layers anywhere in a model config (nested models included), each once."""
+    return list(dict.fromkeys(_lambda_names(config)))
+
+
+def _lambda_names(config):
     found = []
     if isinstance(config, dict):
         if config.get("class_name") == "Lambda":
             found.append(str(config.get("config", {}).get("name", "?")))
         for value in config.values():
-            found.extend(lambda_layers(value))
+            found.extend(_lambda_names(value))
     elif isinstance(config, list):
         for value in config:
-            found.extend(lambda_layers(value))
+            found.extend(_lambda_names(value))
     return found
 
 
