@@ -1,6 +1,6 @@
 """Latency of int8 SE/CBAM ResNet-50 against float and against ONNX Runtime int8, as ratios from one run.
 
-    python -m benchmarks.latency [--runs 30] [--threads 1 2] [--size 224] [--out benchmarks/latency.json]
+    python -m benchmarks.latency [--runs 30] [--threads 1 2] [--size 224] [--op-profile] [--out benchmarks/latency.json]
 
 In one process, for ``resnet50``, ``se_resnet50`` and ``cbam_resnet50`` (random init, 1000 classes, batch 1):
 
@@ -12,7 +12,9 @@ In one process, for ``resnet50``, ``se_resnet50`` and ``cbam_resnet50`` (random 
 
 Models are measured interleaved in rounds (every model once per round) so machine drift hits all alike;
 each reported number is the median of the per-round medians. It prints a table of ratios and writes the
-raw numbers as JSON. Needs the ``bench`` extra (``pip install -e ".[bench]"``). Not a test: timings on
+raw numbers as JSON. ``--op-profile`` adds where the time goes in each int8 model at the largest thread
+count: every operator timed on its own (:mod:`edge_attn.evaluate.op_profile`), summed per op type, and
+the attention ops' share. Needs the ``bench`` extra (``pip install -e ".[bench]"``). Not a test: timings on
 shared machines are noisy, so only ratios measured side by side mean anything.
 """
 
@@ -21,6 +23,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import resource
 import statistics
 import sys
@@ -131,11 +134,31 @@ def _interleaved_p50(runners, runs, rounds=5, warmup=3):
     return {key: statistics.median(values) for key, values in per_round.items()}
 
 
+def _op_profiles(workdir, threads):
+    """Per-op-type time of each int8 model; prints the table and each model's attention-op share."""
+    from edge_attn.evaluate.op_profile import profile_ops
+
+    profiles = {}
+    for name in MODELS:
+        profile = profile_ops(os.path.join(workdir, f"{name}_int8.tflite"), threads=threads).to_dict()
+        profiles[name] = profile
+        # Attention ops carry their layer's name (``..._se_...``, ``..._cbam_...``) in their output tensor.
+        attention_ms = sum(op["ms"] for op in profile["ops"] if re.search(r"_(se|cbam)(_|/|;|$)", op["output"]))
+        profile["attention_ms"] = round(attention_ms, 4)
+        print(f"\nop profile {name} int8, {threads} threads: model {profile['model_ms']:.2f} ms, "
+              f"sum of ops alone {profile['sum_of_ops_ms']:.2f} ms, attention ops {attention_ms:.2f} ms "
+              f"({100 * attention_ms / max(profile['sum_of_ops_ms'], 1e-9):.1f}%)")
+        for row in profile["by_type"]:
+            print(f"  {row['op']:<18} x{row['count']:<4} {row['ms']:>8.3f} ms  {row['percent']:>5.1f}%")
+    return profiles
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=30, help="timed runs per model and thread count")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--op-profile", action="store_true", help="time every op of the int8 models on its own")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "latency.json"))
     args = parser.parse_args(argv)
 
@@ -178,6 +201,7 @@ def main(argv=None):
               f"  {r['int8_speedup_vs_f32']:>7.2f}x  {r['int8_vs_plain_int8']:>6.3f}  {r['edge_attn_int8_vs_ort_int8']:>5.2f}")
     for name, c in conversion.items():
         print(f"conversion {name}: {c['seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB")
+    profiles = _op_profiles(workdir, max(args.threads)) if args.op_profile else {}
     import onnxruntime
     from edge_attn._keras import tf
     from edge_attn.litert import Interpreter
@@ -187,7 +211,7 @@ def main(argv=None):
               "versions": {"tensorflow": tf.__version__, "onnxruntime": onnxruntime.__version__,
                            "litert": Interpreter.__module__},
               "date": time.strftime("%Y-%m-%d"), "runs": args.runs, "size": args.size,
-              "rows": rows, "conversion": conversion}
+              "rows": rows, "conversion": conversion, "op_profiles": profiles}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {args.out}")
