@@ -28,6 +28,10 @@ input shape (without the batch axis). The three specs, and what happens to their
 Resizing is ``tf.image.resize(method="bilinear", antialias=True)``: plain bilinear interpolation when
 enlarging, a triangle filter over the footprint when shrinking (no aliasing from skipped pixels).
 
+Data is checked before it is allocated: a ``.npz`` member's header must not declare more bytes than the
+member holds (a header can claim any shape), and the float32 samples must fit in this machine's memory
+twice over (the whole set, then its train/eval split), for the data as stored or resized to the model.
+
 The train/eval split is stratified and seeded: within every class a ``round(eval_fraction * n)`` share
 (at least 1, at most n - 1) goes to evaluation, so every class needs 2 samples or more; the same spec and
 seed always give the same split. Training samples come in a seeded random order, evaluation samples in
@@ -39,6 +43,8 @@ Every problem with the data raises :class:`edge_attn.errors.BadInput` naming the
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from collections import defaultdict
 from pathlib import Path
 
@@ -171,6 +177,7 @@ def _load_digits(wanted):
     from sklearn.datasets import load_digits
 
     digits = load_digits()
+    _require_memory(DIGITS, len(digits.images), shape)
     raw = digits.images.astype(np.float32)[..., np.newaxis]  # (1797, 8, 8, 1), integers 0..16
     x = _match_channels(_resize(raw / 16.0, shape[:2]), shape[2])
     info = {
@@ -185,8 +192,6 @@ def _load_digits(wanted):
 
 def _load_npz(spec, wanted):
     x, y = _read_npz(spec)
-    if x.dtype.kind not in "biuf":
-        raise BadInput(spec, f"x has dtype {x.dtype}; expected numbers")
     if x.ndim == 0 or len(x) == 0 or x.size == 0:
         raise BadInput(spec, f"x is empty (shape {x.shape})")
     if y.ndim == 0 or len(y) != len(x):
@@ -214,6 +219,7 @@ def _load_folder(spec, wanted):
     needs_default = wanted is None or None in wanted
     shape = _fill_unknown(wanted, _folder_default_shape(files)) if needs_default else wanted
     _require_image_shape(spec, shape)
+    _require_memory(spec, len(files), shape)
     images = [_read_image(path) for path, _ in files]
     converted = sum(image.shape[-1] != shape[2] for image in images)
     resized = sum(image.shape[:2] != tuple(shape[:2]) for image in images)
@@ -233,11 +239,16 @@ def _load_folder(spec, wanted):
 
 
 def _read_npz(spec):
-    """Arrays x and y of a .npz (pickled objects refused)."""
+    """Arrays x and y of a .npz (pickled objects refused), their headers checked before they are read."""
     try:
-        archive = np.load(spec, allow_pickle=False)
+        empty = os.path.getsize(spec) == 0
+        archive = None if empty else np.load(spec, allow_pickle=False)
+    except OSError as exc:
+        raise BadInput(spec, f"cannot read: {exc.strerror or _one_line(exc)}") from exc
     except Exception as exc:  # a corrupt or foreign file fails in many ways (zip, zlib, pickle, EOF)
         raise BadInput(spec, f"cannot read as .npz ({_one_line(exc)})") from exc
+    if empty:
+        raise BadInput(spec, "is empty (0 bytes); expected a .npz archive with arrays x and y")
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise BadInput(spec, "is a single .npy array, not a .npz archive with arrays x and y")
     with archive:
@@ -245,10 +256,43 @@ def _read_npz(spec):
         if missing:
             present = ", ".join(archive.files) or "nothing"
             raise BadInput(spec, f"array {' and '.join(missing)} missing (has: {present})")
+        x_shape, x_dtype = _declared_array(spec, archive, "x")
+        _, y_dtype = _declared_array(spec, archive, "y")
+        if x_dtype.kind not in "biuf":
+            raise BadInput(spec, f"x has dtype {x_dtype}; expected numbers")
+        if y_dtype.kind not in "iuf":
+            raise BadInput(spec, f"y has dtype {y_dtype}; expected integer class ids or one-hot rows")
+        if x_shape:
+            _require_memory(spec, x_shape[0], x_shape[1:])
         try:
             return archive["x"], archive["y"]
-        except Exception as exc:  # as above: damaged members and object arrays fail in many ways
+        except Exception as exc:  # as above: damaged member data fails in many ways (zlib, EOF, CRC)
             raise BadInput(spec, f"cannot read arrays x, y ({_one_line(exc)})") from exc
+
+
+def _declared_array(spec, archive, name):
+    """(shape, dtype) that member ``name`` of an open .npz declares in its .npy header, refused when the
+    header claims more bytes than the member holds: the header is read, nothing is allocated."""
+    member = f"{name}.npy"
+    try:
+        with archive.zip.open(member) as f:
+            version = np.lib.format.read_magic(f)
+            # Version 3 differs from 2 only in allowing UTF-8 field names in structured dtypes.
+            if version == (1, 0):
+                shape, _fortran_order, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _fortran_order, dtype = np.lib.format.read_array_header_2_0(f)
+            header_bytes = f.tell()
+        stored = archive.zip.getinfo(member).file_size - header_bytes
+    except Exception as exc:  # a damaged member fails in many ways (zip, zlib, header syntax)
+        raise BadInput(spec, f"cannot read array {name} ({_one_line(exc)})") from exc
+    if dtype.hasobject:  # loading them would unpickle, i.e. run code from the file
+        raise BadInput(spec, f"cannot read {name}: it holds pickled Python objects (dtype {dtype}); expected numbers")
+    declared = math.prod(shape) * dtype.itemsize
+    if declared > stored:
+        raise BadInput(spec, f"{name} declares shape {tuple(shape)} of {dtype} ({_size(declared)}) but holds "
+                             f"{_size(stored)}: the file is truncated or damaged")
+    return tuple(shape), dtype
 
 
 def _npz_sample_shape(spec, x_shape, wanted):
@@ -273,9 +317,8 @@ def _npz_sample_shape(spec, x_shape, wanted):
 
 
 def _labels_from_y(spec, y):
-    """(class ids, number of classes, how y was read) from integer ids or one-hot rows."""
-    if y.dtype.kind not in "iuf":
-        raise BadInput(spec, f"y has dtype {y.dtype}; expected integer class ids or one-hot rows")
+    """(class ids, number of classes, how y was read) from integer ids or one-hot rows (y's dtype is
+    checked by :func:`_read_npz`)."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]  # a column of class ids
     if y.dtype.kind == "f" and not np.isfinite(y).all():
@@ -376,6 +419,8 @@ def _resize_each(images, size):
 def _kind(spec):
     if spec == DIGITS:
         return "digits"
+    if not spec.strip():  # Path("") is the current folder: never read it by accident
+        raise BadInput(f"data spec {spec!r}", f"is empty; {_SPEC_HELP}")
     path = Path(spec)
     if path.is_dir():
         return "folder"
@@ -471,6 +516,31 @@ def _stratified_split(labels, num_classes, eval_fraction, seed):
         evaluate.append(members[:n_eval])
         train.append(members[n_eval:])
     return rng.permutation(np.concatenate(train)), np.sort(np.concatenate(evaluate))
+
+
+def _require_memory(spec, samples, sample_shape):
+    """Refuse, before allocating, a data set whose float32 samples do not fit in memory twice (the whole
+    set and its train/eval split exist side by side). No check where the memory size is unknown."""
+    needed = 2 * samples * math.prod(sample_shape) * np.dtype(np.float32).itemsize
+    memory = _physical_memory()
+    if memory and needed > memory:
+        raise BadInput(spec, f"{samples} samples of shape {_show(sample_shape)} need {_size(needed)} as float32 "
+                             f"(twice: the set and its split), more than this machine's {_size(memory)} of memory")
+
+
+def _physical_memory():
+    """Bytes of physical memory, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def _size(nbytes):
+    for unit in ("bytes", "KB", "MB", "GB", "TB"):
+        if nbytes < 1024 or unit == "TB":
+            return f"{nbytes} {unit}" if unit == "bytes" else f"{nbytes:.1f} {unit}"
+        nbytes /= 1024
 
 
 def _read_only(array):

@@ -114,6 +114,10 @@ def load_keras_model(path, trust_model_code=False):
     is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
     if not (is_saved_model or path.endswith(KERAS_SUFFIXES)):
         raise BadInput(path, "not a Keras model: expected a .keras or .h5 file or a SavedModel folder")
+    if not os.access(path, os.R_OK | (os.X_OK if is_saved_model else 0)):
+        raise BadInput(path, "cannot read: Permission denied")
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise BadInput(path, "is empty (0 bytes); expected a Keras model")
     config = _model_config(path)
     lambdas = lambda_layers(config)
     if lambdas and not trust_model_code:

@@ -20,9 +20,12 @@ def shipped_names(folder):
 def resolve(name_or_path, folder, what, what_plural):
     """The file to load for ``name_or_path``: a path as given, or the shipped ``<folder>/<name>.toml``.
 
-    An unknown name is a ``BadInput`` listing the shipped names.
+    An empty or unknown name is a ``BadInput`` listing the shipped names.
     """
     text = os.fspath(name_or_path)
+    if not text.strip():
+        raise BadInput(f"{what} name {text!r}", f"is empty; known {what_plural}: {', '.join(shipped_names(folder))} "
+                                                 "(or give a path to a .toml)")
     if os.sep in text or "/" in text or text.endswith(".toml") or os.path.isfile(text):
         return text
     path = resources.files("edge_attn") / folder / f"{text}.toml"
