@@ -145,4 +145,8 @@ def test_zoo_model_converts_fully_int8(name):
     assert info.fully_int8, [op.op for op in info.float_ops()]
     assert info.inputs[0].dtype == "int8" and info.outputs[0].dtype == "int8"
     assert "MUL" in info.op_names if "se_" in name or "cbam_" in name else True
+    # No QUANTIZE (a requantizing pass over a whole activation tensor) in front of REDUCE_MAX: its int8
+    # kernel needs its input's scale, so CBAM's channel max must not get a range of its own.
+    requantized = {out for op in info.ops if op.op == "QUANTIZE" for out in op.outputs}
+    assert not [op.index for op in info.ops if op.op == "REDUCE_MAX" and requantized & set(op.inputs)]
     assert {t.dtype for t in info.tensors} <= {"int8", "int32"}

@@ -2,7 +2,9 @@
 
 tfmot (tensorflow-model-optimization 0.8) has no config for ``Multiply`` (the attention scale), for
 edge_attn's channel pooling layers (CBAM's spatial branch) or for ``Conv1D``/``MaxPooling1D`` (1D
-ResNets; max pooling keeps its input's range, as tfmot does for MaxPooling2D), and it only
+ResNets; max pooling keeps its input's range, as tfmot does for MaxPooling2D, and so does CBAM's channel
+max: TFLite's int8 REDUCE_MAX needs equal input and output scales, and a range of its own made the
+converter insert a requantizing QUANTIZE over the whole feature map in every CBAM block), and it only
 handles ``BatchNormalization`` where it directly follows a Conv2D/Dense. These configs follow the
 TFLite int8 scheme (https://www.tensorflow.org/lite/performance/quantization_spec): activations
 8-bit asymmetric per tensor, weights 8-bit symmetric.
@@ -76,7 +78,7 @@ class ConvWeightsQuantizeConfig(QuantizeConfig):
 EDGE_ATTN_CONFIGS = {
     keras.layers.Multiply: OutputQuantizeConfig,
     ChannelMean: OutputQuantizeConfig,
-    ChannelMax: OutputQuantizeConfig,
+    ChannelMax: NoOpQuantizeConfig,  # REDUCE_MAX int8 needs its input's scale: no requantizing QUANTIZE
     keras.layers.BatchNormalization: OutputQuantizeConfig,
     keras.layers.Conv1D: ConvWeightsQuantizeConfig,
     keras.layers.MaxPooling1D: NoOpQuantizeConfig,
