@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput
 
 try:
@@ -37,6 +38,10 @@ def make_interpreter(model, num_threads=None, preserve_all_tensors=False):
     ``preserve_all_tensors=True`` keeps every intermediate tensor readable after ``invoke()`` (for
     per-layer error). It also turns off the default XNNPACK delegate: a delegated partition runs as one
     node and its intermediate tensors are never written.
+
+    A file is the user's: it is verified and probed in a child process first
+    (:mod:`edge_attn.convert.verify`), so a model that would crash LiteRT is a BadInput naming the file, and
+    the bytes verified are the bytes loaded. Bytes come from edge_attn's own converter and are loaded as given.
     """
     kwargs = {"num_threads": num_threads}
     if preserve_all_tensors:
@@ -47,9 +52,8 @@ def make_interpreter(model, num_threads=None, preserve_all_tensors=False):
         kwargs["model_content"] = bytes(model)
     elif isinstance(model, (str, os.PathLike)):
         what = os.fspath(model)
-        if not os.path.isfile(what):
-            raise BadInput(what, "no such file")
-        kwargs["model_path"] = what
+        kwargs["model_content"] = verify_tflite(what)
+        probe_tflite(kwargs["model_content"], what=what, config="builtin" if preserve_all_tensors else "default")
     else:
         raise BadInput("TFLite model", f"expected bytes or a file path, got {type(model).__name__}")
     try:
@@ -119,7 +123,10 @@ def invoke_sample(interpreter, sample):
     input_detail = _single(interpreter.get_input_details(), "input")
     output_detail = _single(interpreter.get_output_details(), "output")
     interpreter.set_tensor(input_detail["index"], _quantize_input(input_detail, sample[np.newaxis]))
-    interpreter.invoke()
+    try:
+        interpreter.invoke()
+    except RuntimeError as e:  # a kernel that refuses the model only when it runs
+        raise BadInput("TFLite model", f"LiteRT failed running it ({str(e).strip().splitlines()[0]})") from e
     return read_float(interpreter, output_detail)[0]
 
 

@@ -228,6 +228,7 @@ def test_one_changed_byte_is_reported(android, tmp_path):
     target.write_bytes(bytes(data))
     problems = verify_bundle(copy)
     assert problems and all(p.startswith("assets/model.tflite") for p in problems)
+    shutil.copy(out / "assets" / "model.tflite", target)  # intact model again: now only the labels differ
     labels = copy / "assets" / "labels.txt"
     labels.write_text(labels.read_text() + "extra\n")
     assert any(p.startswith("assets/labels.txt: 11 labels") for p in verify_bundle(copy))

@@ -11,18 +11,18 @@ biases; int32 constants such as axes and shapes are fine.
 """
 
 import dataclasses
+import hashlib
 import os
 
-from edge_attn.errors import BadInput
+from edge_attn.convert.verify import schema, verify_tflite
 
 try:
-    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 except ImportError:  # pragma: no cover - ai-edge-litert is a declared dependency
-    from tensorflow.lite.python import schema_py_generated as schema
     from tensorflow.lite.tools import flatbuffer_utils
 
-_FILE_IDENTIFIER = b"TFL3"  # bytes 4..8 of every TFLite flatbuffer, after the root table offset
+_DESCRIBED_KEPT = 64
+_described = {}  # (sha256 of the file, source) -> TFLiteInfo, for the files inspected in this process
 _DTYPE_NAMES = {code: name.lower() for name, code in vars(schema.TensorType).items() if not name.startswith("_")}
 _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() if not name.startswith("_")}
 _FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
@@ -136,28 +136,18 @@ class TFLiteInfo:
 def inspect_tflite(path_or_bytes):
     """Read a .tflite file (a path, or the flatbuffer bytes) into a :class:`TFLiteInfo`.
 
-    Anything that is not a complete TFLite flatbuffer (missing, empty, truncated, another format) is a
+    The model is checked first (:func:`~edge_attn.convert.verify.verify_tflite`): anything that is not a complete,
+    consistent TFLite flatbuffer (missing, empty, truncated, another format, indices out of range) is a
     :class:`~edge_attn.errors.BadInput` naming the file.
     """
-    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
-        source, data = "<bytes>", bytes(path_or_bytes)
-    else:
-        source = os.fspath(path_or_bytes)
-        try:
-            with open(source, "rb") as f:
-                data = f.read()
-        except FileNotFoundError:
-            raise BadInput(source, "no such file") from None
-        except OSError as e:
-            raise BadInput(source, f"cannot read: {e.strerror}") from e
-    if len(data) < 8:
-        raise BadInput(source, f"not a TFLite model: {len(data)} bytes is too short for a flatbuffer")
-    if data[4:8] != _FILE_IDENTIFIER:
-        raise BadInput(source, f"not a TFLite model: file identifier is {data[4:8]!r}, expected {_FILE_IDENTIFIER!r}")
-    try:
-        return _describe(flatbuffer_utils.read_model_from_bytearray(bytearray(data)), source, len(data))
-    except Exception as e:  # the generated parser raises whatever a bad offset leads to (struct.error, ValueError, ...)
-        raise BadInput(source, f"corrupt or truncated TFLite flatbuffer ({type(e).__name__}: {e})") from e
+    source = "<bytes>" if isinstance(path_or_bytes, (bytes, bytearray, memoryview)) else os.fspath(path_or_bytes)
+    data = verify_tflite(path_or_bytes, what=source)
+    key = (hashlib.sha256(data).digest(), source)
+    if key not in _described:  # compat, bundle and check each inspect the same file; TFLiteInfo is immutable
+        if len(_described) >= _DESCRIBED_KEPT:
+            _described.clear()
+        _described[key] = _describe(flatbuffer_utils.read_model_from_bytearray(bytearray(data)), source, len(data))
+    return _described[key]
 
 
 def _describe(model, source, size):

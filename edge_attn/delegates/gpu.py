@@ -172,7 +172,7 @@ def _strided_slice(op, target):
     if rank not in (3, 4):
         problems.append(f"input rank {rank} (only 3 or 4)")
     strides = op.input(3)
-    if strides is not None and strides.is_constant and (op.value(strides) <= 0).any():
+    if strides is not None and any(v <= 0 for v in op.ints(strides) or ()):
         problems.append("non-positive stride (no reverse slicing)")
     return not problems, "; ".join(problems) if problems else f"rank-{rank} slice, no masks, positive strides"
 
@@ -197,9 +197,10 @@ def _opengl_mean(op, target):
     """Not a rejection: where the OpenGL ES fallback cannot run a MEAN the OpenCL backend can."""
     axes = op.input(1)
     x, y = op.input(0), op.outputs[0]
-    if axes is None or not axes.is_constant or len(x.shape) != 4:
+    values = op.ints(axes) if axes is not None else None
+    if values is None or len(x.shape) != 4:
         return None
-    spatial = sorted(int(a) % 4 for a in op.value(axes).ravel()) == [1, 2]
+    spatial = sorted(a % 4 for a in values) == [1, 2]
     if spatial and len(y.shape) == 4 and tuple(y.shape[1:3]) == (1, 1):
         return None
     return True, "OpenCL only: the OpenGL ES fallback reduces MEAN over H, W to 1×1 only"

@@ -7,17 +7,22 @@ flatbuffer through LiteRT's generated schema accessors: only the ops' option tab
 asks for are decoded, never the weights.
 """
 
+import dataclasses
 import os
 
 import numpy as np
 
 from edge_attn.convert.inspect import TFLiteInfo, inspect_tflite, schema
+from edge_attn.convert.verify import verify_tflite
 from edge_attn.errors import BadInput
 
 ACTIVATION_NAMES = {code: name for name, code in vars(schema.ActivationFunctionType).items()
                     if not name.startswith("_")}
 FLOAT_DTYPES = frozenset({"float32", "float16"})
 QUANT8_DTYPES = frozenset({"int8", "uint8"})
+# TFLite dtypes (inspect's lower-case names) that are numpy dtypes of the same name and width.
+NUMPY_DTYPES = frozenset({"float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8", "uint16",
+                          "uint32", "uint64", "bool", "complex64", "complex128"})
 
 
 class OpView:
@@ -64,9 +69,13 @@ class OpView:
         code = self.options.get("fusedActivationFunction")
         return None if code is None else ACTIVATION_NAMES.get(code, f"ACTIVATION_{code}")
 
-    def value(self, tensor):
-        """The contents of a constant tensor as a numpy array, or None for a runtime tensor."""
-        return self.graph.constant_value(tensor)
+    def ints(self, tensor):
+        """The contents of a constant integer tensor (axes, shapes, paddings, ...) as a flat list of ints; None when
+        it has none (a runtime tensor, another type, sparse-encoded data)."""
+        values = self.graph.constant_value(tensor)
+        if values is None or not np.issubdtype(values.dtype, np.integer):
+            return None
+        return [int(v) for v in values.ravel()]
 
     def is_static(self, tensor):
         """Constant, or the output of a DEQUANTIZE of a constant (fp16 or int8 weights stored compressed)."""
@@ -105,11 +114,14 @@ class Graph:
         return None if index is None else self.ops[index]
 
     def constant_value(self, tensor):
-        if not tensor.is_constant:
+        """The values of a constant tensor (a numpy array shaped like it), or None when it has none to give: a
+        runtime tensor, a type numpy does not hold (string, int4, ...), or sparse-encoded data, whose buffer holds
+        fewer values than the shape."""
+        if not tensor.is_constant or tensor.dtype not in NUMPY_DTYPES:
             return None
         buffer = self._root.Buffers(self._subgraph.Tensors(tensor.index).Buffer())
-        raw = buffer.DataAsNumpy().tobytes()
-        return np.frombuffer(raw, dtype=np.dtype(tensor.dtype).newbyteorder("<")).reshape(tensor.shape)
+        values = np.frombuffer(buffer.DataAsNumpy().tobytes(), dtype=np.dtype(tensor.dtype).newbyteorder("<"))
+        return values.reshape(tensor.shape) if values.size == np.prod(tensor.shape, dtype=np.int64) else None
 
 
 def load_graph(model):
@@ -122,7 +134,7 @@ def load_graph(model):
         if not os.path.isfile(model.source):
             raise BadInput("model", "a TFLiteInfo made from bytes has no op versions or options to check; "
                                     "pass the .tflite path or the flatbuffer bytes")
-        data = _read(model.source)
+        data = verify_tflite(model.source)
         if len(data) != model.size_bytes:
             raise BadInput(model.source, "the file changed since it was inspected; inspect it again")
         return Graph(model, data)
@@ -130,14 +142,7 @@ def load_graph(model):
         data = bytes(model)
         return Graph(inspect_tflite(data), data)
     if isinstance(model, (str, os.PathLike)):
-        info = inspect_tflite(model)  # names the file in its errors (missing, not TFLite, truncated)
-        return Graph(info, _read(info.source))
+        path = os.fspath(model)
+        data = verify_tflite(path)  # names the file in its errors (missing, not TFLite, truncated, inconsistent)
+        return Graph(dataclasses.replace(inspect_tflite(data), source=path), data)
     raise BadInput("model", f"expected a .tflite path, flatbuffer bytes or a TFLiteInfo, got {type(model).__name__}")
-
-
-def _read(path):
-    try:
-        with open(path, "rb") as f:
-            return f.read()
-    except OSError as e:
-        raise BadInput(path, f"cannot read: {e.strerror}") from e

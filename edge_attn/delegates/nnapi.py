@@ -115,7 +115,7 @@ def _conv(op, target):
         found.append((False, "per-channel quantized filter needs API 29 (NNAPI 1.2, Android 10)"))
     if (op.options.get("dilationHFactor", 1), op.options.get("dilationWFactor", 1)) != (1, 1):
         found.append(_needs(29, "dilated CONV_2D", api))
-    if api < 29 and x.shape[-1] != w.shape[-1]:
+    if api < 29 and x.shape[-1:] != w.shape[-1:]:
         found.append((False, "grouped convolution needs API 29 (NNAPI 1.2, Android 10)"))
     return found
 
@@ -292,8 +292,8 @@ def _gather(op, target):
 
 def _arg_max(op, target):
     axis = op.input(1)
-    axis_ok = axis.dtype == "int32" or (axis.dtype == "int64" and axis.is_constant
-                                        and abs(int(op.value(axis).ravel()[0])) < 2 ** 31)
+    values = op.ints(axis) if axis.dtype == "int64" else None
+    axis_ok = axis.dtype == "int32" or (bool(values) and abs(values[0]) < 2 ** 31)
     return [_needs(29, "ARG_MAX", target.android_api),
             (op.input(0).dtype in FLOAT_OR_QUANT8 | {"int32", "float16"}, f"input {op.input(0).dtype}"),
             (axis_ok, "int32 axis" if axis_ok else "axis must be int32 (or a small constant int64)"),

@@ -98,6 +98,45 @@ def rule_for(rules, op_name):
     return rule
 
 
+# Operand counts of the ops that have rules: (fewest inputs, most inputs, fewest outputs, most outputs), as each
+# LiteRT kernel's Prepare checks them (tflite/kernels/<op>.cc: NumInputs/NumOutputs; conv.cc and
+# fully_connected.cc allow the bias slot to be absent, pad.cc serves PAD and PADV2, a shuffled-weights
+# FULLY_CONNECTED has a second output). Inputs below the fewest are required: present, not the omitted index -1.
+# A node with other counts fails to prepare, and each delegate's node check refuses it before its op rules, so
+# the rules below may read the operands they name.
+OPERAND_COUNTS = {
+    "ADD": (2, 2, 1, 1), "MUL": (2, 2, 1, 1), "CONV_2D": (2, 3, 1, 1), "DEPTHWISE_CONV_2D": (2, 3, 1, 1),
+    "FULLY_CONNECTED": (2, 3, 1, 2), "AVERAGE_POOL_2D": (1, 1, 1, 1), "MAX_POOL_2D": (1, 1, 1, 1),
+    "MEAN": (2, 2, 1, 1), "SUM": (2, 2, 1, 1), "REDUCE_MAX": (2, 2, 1, 1), "ARG_MAX": (2, 2, 1, 1),
+    "LOGISTIC": (1, 1, 1, 1), "RELU": (1, 1, 1, 1), "RELU6": (1, 1, 1, 1), "HARD_SWISH": (1, 1, 1, 1),
+    "SOFTMAX": (1, 1, 1, 1), "QUANTIZE": (1, 1, 1, 1), "DEQUANTIZE": (1, 1, 1, 1), "SHAPE": (1, 1, 1, 1),
+    "RESHAPE": (1, 2, 1, 1), "PAD": (2, 3, 1, 1), "PADV2": (2, 3, 1, 1), "STRIDED_SLICE": (4, 4, 1, 1),
+    "TRANSPOSE": (2, 2, 1, 1), "GATHER": (2, 2, 1, 1), "TOPK_V2": (2, 2, 2, 2),
+    "CONCATENATION": (1, None, 1, 1), "PACK": (1, None, 1, 1),
+    # the GPU/XNNPACK custom kernels (tflite/delegates/gpu/common/custom_parsers and XNNPACK's delegate)
+    "CUSTOM:Convolution2DTransposeBias": (3, 3, 1, 1), "CUSTOM:MaxPoolingWithArgmax2D": (1, 1, 2, 2),
+    "CUSTOM:MaxUnpooling2D": (2, 2, 1, 1), "CUSTOM:Resampler": (2, 2, 1, 1),
+}
+
+
+def operand_problem(op):
+    """Why ``op``'s operands do not fit its kernel (see ``OPERAND_COUNTS``), or None when they do."""
+    counts = OPERAND_COUNTS.get(op.op)
+    if counts is None:
+        return None
+    fewest, most, fewest_out, most_out = counts
+    inputs, outputs = len(op.inputs), len(op.outputs)
+    if not fewest <= inputs <= (most if most is not None else inputs) or not fewest_out <= outputs <= most_out:
+        expects = f"{fewest}" if fewest == most else f"{fewest}+" if most is None else f"{fewest}-{most}"
+        outs = f"{fewest_out}" if fewest_out == most_out else f"{fewest_out}-{most_out}"
+        return (f"malformed node: {inputs} input(s) and {outputs} output(s), the {op.op} kernel takes {expects} "
+                f"input(s) and {outs} output(s)")
+    missing = [i for i in range(fewest) if op.inputs[i] is None]
+    if missing:
+        return f"malformed node: required input {missing[0]} is omitted"
+    return None
+
+
 def judge(op, rule, delegate_checks, target, delegate_name):
     """Judge ``op`` against its ``rule`` (None: no rule), then the delegate-wide checks."""
     if rule is None:
@@ -105,6 +144,9 @@ def judge(op, rule, delegate_checks, target, delegate_name):
                                  "(reference/delegate-rules.md), so not known to be delegated",), ())
     if rule.never:
         return Judgement(False, (rule.never,), (rule.source,))
+    malformed = operand_problem(op)
+    if malformed:
+        return Judgement(False, (malformed,), (rule.source,))
     findings, sources = [], [rule.source]
     if rule.max_version is not None:
         findings.append((op.version <= rule.max_version,
@@ -147,7 +189,10 @@ def constant_int32_input(position, what, source):
             return False, f"{what} tensor not constant (computed at runtime)"
         if tensor.dtype != "int32":
             return False, f"{what} tensor is {tensor.dtype}, needs int32"
-        return True, f"{what} {op.value(tensor).ravel().tolist()} constant int32"
+        values = op.ints(tensor)
+        if values is None:
+            return False, f"{what} tensor is sparse-encoded, needs plain int32 data"
+        return True, f"{what} {values} constant int32"
     return Check(test, source)
 
 

@@ -107,9 +107,9 @@ def _two_inputs(op, target):
 def _reduction(op, target):
     """MEAN (and, under "litert", SUM and REDUCE_MAX): the axes a rule set accepts."""
     axes, x, y = op.input(1), op.input(0), op.outputs[0]
-    if axes is None or not op.is_static(axes) or axes.dtype != "int32":
+    values = op.ints(axes) if axes is not None and axes.dtype == "int32" else None
+    if values is None:
         return False, "axes tensor not a static int32 tensor"
-    values = [int(a) for a in op.value(axes).ravel()]
     if target.xnnpack_rules == "litert":
         return True, f"static int32 axes {values}"
     if op.op != "MEAN":
@@ -168,10 +168,10 @@ def _pad(op, target):
     paddings, x = op.input(1), op.input(0)
     if len(op.inputs) != 2:
         return False, "only 2 inputs (PAD without a pad value)"
-    if paddings is None or not paddings.is_constant or paddings.dtype != "int32":
+    values = op.ints(paddings) if paddings is not None and paddings.dtype == "int32" else None
+    if values is None:
         return False, "paddings must be a static int32 tensor"
-    values = op.value(paddings)
-    ok = tuple(paddings.shape) == (len(x.shape), 2) and (values >= 0).all()
+    ok = tuple(paddings.shape) == (len(x.shape), 2) and all(v >= 0 for v in values)
     return ok, "static non-negative paddings" if ok else "paddings of the wrong shape or negative"
 
 
@@ -205,18 +205,20 @@ def _strided_slice(op, target):
     masks = [name for name, key in (("ellipsis", "ellipsisMask"), ("new_axis", "newAxisMask"),
                                     ("shrink_axis", "shrinkAxisMask")) if op.options.get(key, 0)]
     params = [op.input(i) for i in (1, 2, 3)]
-    static = all(t is not None and t.is_constant and t.dtype == "int32" for t in params)
+    values = [op.ints(t) if t is not None and t.dtype == "int32" else None for t in params]
+    static = all(v is not None for v in values)
     found = [(not masks, "no ellipsis/new-axis/shrink-axis masks" if not masks else f"{', '.join(masks)} mask set"),
              (static, "static int32 begin/end/strides" if static else "begin/end/strides must be static int32")]
     if static:
-        ones = bool((op.value(params[2]) == 1).all())
+        ones = all(v == 1 for v in values[2])
         found.append((ones, "unit strides" if ones else "strides other than 1"))
     return found
 
 
 def _transpose(op, target):
     perm = op.input(1)
-    ok = perm is not None and perm.is_constant and bool((op.value(perm) >= 0).all())
+    values = op.ints(perm) if perm is not None else None
+    ok = values is not None and all(v >= 0 for v in values)
     return ok, "static permutation" if ok else "permutation must be static and non-negative"
 
 

@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from edge_attn.convert import inspect_tflite
+from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.devices import ENGINES
 from edge_attn.errors import BadInput
 from edge_attn.evaluate.latency import _random_input
@@ -43,6 +43,7 @@ from edge_attn.runners.base import DELEGATES, LatencyResult
 from edge_attn.runners.remote_bench import peak_rss_growth_mb, reset_peak_rss, time_runs
 
 _NO_DELEGATE = "builtin CPU kernels (no delegate)"
+_PROBE_SET_UP = {"cpu": "builtin", "xnnpack": "default"}  # the Interpreter set-up probe_tflite tries for each
 _NO_OP_PROFILE = ("per-op profiles are not available from LiteRT's Python API; profile on the device "
                   "with benchmark_model (an adb profile)")
 # LiteRT's native log lines look like "ERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU ...".
@@ -75,12 +76,15 @@ class HostRunner:
         if engine not in ENGINES:
             raise BadInput("engine", f"expected one of {', '.join(map(repr, ENGINES))}, got {engine!r}")
         path = os.fspath(model_path)
-        inspect_tflite(path)  # a missing or corrupt file is BadInput before LiteRT sees it
+        model = verify_tflite(path)  # a missing, corrupt or hostile file is BadInput before LiteRT sees it
         settings = dict(device=self.name, model=path, delegate=delegate, threads=threads)
         if delegate == "nnapi":
             return _unavailable(settings, "NNAPI is Android's neural-network API; measure it on an Android "
                                           "device (a kind = \"adb\" profile)")
         use_compiled_model = engine == "compiled_model" or delegate == "gpu"
+        # The probe's interpreter set-ups are the Interpreter's; for CompiledModel only a crash or hang counts.
+        probe_tflite(model, what=path, config=None if use_compiled_model else _PROBE_SET_UP[delegate])
+        del model  # LiteRT maps the file itself: its pages, touched by the runs, count in peak_memory_mb
         baseline_kib = reset_peak_rss()
         deadline = time.perf_counter() + self.profile.timeout_s
         try:
@@ -144,7 +148,10 @@ def _measure_interpreter(path, delegate, threads, warmup, runs, deadline):
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], _random_input(rng, detail))
     delegation = _NO_DELEGATE if delegate == "cpu" else _xnnpack_delegation(interpreter._get_ops_details())
-    return time_runs(interpreter.invoke, warmup, runs, deadline), delegation
+    try:
+        return time_runs(interpreter.invoke, warmup, runs, deadline), delegation
+    except RuntimeError as e:  # a kernel that refuses the model only when it runs
+        raise BadInput(path, f"LiteRT failed running it ({str(e).strip().splitlines()[0]})") from e
 
 
 def _xnnpack_delegation(nodes):
