@@ -7,6 +7,8 @@ latency against the float TFLite model in the same run, and write the reports:
 
     OUT/<model>/model.tflite, reference.keras, report.json, report.html   (int8-qat; PTQ shown beside it)
     OUT/<model>/int8-ptq/model.tflite, report.json, report.html
+
+Everything is written at the end in one staged step: an interrupted or failed demo leaves OUT as it was.
 """
 
 import json
@@ -47,7 +49,7 @@ def run_demo(out, *, models="se_resnet20,cbam_resnet20", float_epochs=None, epoc
     float_epochs = DEFAULT_FLOAT_EPOCHS if float_epochs is None else float_epochs
     names = [name.strip() for name in models.split(",") if name.strip()]
     recipes = [load_recipe(name) for name in RECIPES]
-    rows, html_paths = [], []
+    rows, html_paths, to_write = [], [], []
     for name in names:
         reference = prepare_reference(name, DATA, float_epochs=float_epochs, progress=progress)
         reference_tflite = float_tflite(reference.model)
@@ -58,19 +60,21 @@ def run_demo(out, *, models="se_resnet20,cbam_resnet20", float_epochs=None, epoc
             accuracy, layers, latency = check(reference.model, quantized.layer_reference, quantized.tflite,
                                               reference.data, threads=threads, runs=runs,
                                               reference_tflite=reference_tflite)
-            folder = os.path.join(out, name) if recipe.name == RECIPES[0] else os.path.join(out, name, recipe.name)
+            folder = name if recipe.name == RECIPES[0] else os.path.join(name, recipe.name)
             reports[recipe.name] = build_report(reference, quantized, accuracy, layers, latency,
-                                                model_path=os.path.join(os.path.abspath(folder), "model.tflite"))
+                                                model_path=os.path.join(os.path.abspath(out), folder, "model.tflite"))
             runs_by_recipe[recipe.name] = (folder, quantized)
         main = reports[RECIPES[0]]
         main["comparisons"] = [{k: reports[r][k] for k in ("recipe", "accuracy", "model", "latency_ms", "fully_int8")}
                                for r in RECIPES[1:]]
         for recipe_name, (folder, quantized) in runs_by_recipe.items():
-            with staged_outputs(folder) as staging:
-                write_run(staging, reference, quantized, reports[recipe_name],
-                          save_reference=recipe_name == RECIPES[0])
+            to_write.append((folder, reference, quantized, reports[recipe_name], recipe_name == RECIPES[0]))
             rows.append(_row(name, reports[recipe_name]))
         html_paths.append(os.path.abspath(os.path.join(out, name, "report.html")))
+    with staged_outputs(out) as staging:
+        for folder, reference, quantized, report, save_reference in to_write:
+            os.makedirs(os.path.join(staging, folder), exist_ok=True)
+            write_run(os.path.join(staging, folder), reference, quantized, report, save_reference=save_reference)
     if json_output:
         print(json.dumps({"rows": rows, "reports": html_paths}, indent=2))
     else:

@@ -275,3 +275,17 @@ def test_rerun_is_byte_identical(model_dir, tmp_path, as_zip):
             assert z.namelist() == sorted(z.namelist())
             assert {i.date_time for i in z.infolist()} == {(1980, 1, 1, 0, 0, 0)}
         assert verify_bundle(archive) == []
+
+
+def test_absurd_class_count_is_refused_before_labels_are_made(model_dir, tmp_path):
+    """A damaged output shape (150 million classes) once made bundle build 150 million labels (minutes, GBs)."""
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray((model_dir / "model.tflite").read_bytes()))
+    graph = model.subgraphs[0]
+    graph.tensors[graph.outputs[0]].shape = np.array([1, 150_000_000], dtype=np.int32)
+    damaged = tmp_path / "damaged.tflite"
+    damaged.write_bytes(bytes(flatbuffer_utils.convert_object_to_bytearray(model)))
+    with pytest.raises(BadInput, match="outputs 150000000 classes") as error:
+        bundle(damaged, out=tmp_path / "out")
+    assert error.value.what == str(damaged) and not (tmp_path / "out").exists()

@@ -57,7 +57,9 @@ def test_models_json_lists_the_zoo(capsys):
 
 
 def test_convert_writes_the_contract_outputs(converted):
-    assert sorted(os.listdir(converted)) == ["model.tflite", "reference.keras", "report.html", "report.json"]
+    # .edge_attn: the marker saying edge_attn created the folder (so a re-run needs no --force)
+    assert sorted(os.listdir(converted)) == [".edge_attn", "model.tflite", "reference.keras", "report.html",
+                                             "report.json"]
     report = json.loads((converted / "report.json").read_text())
     for key, sub in CONTRACT.items():
         assert key in report

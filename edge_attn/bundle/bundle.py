@@ -30,6 +30,7 @@ from edge_attn.bundle.metadata import (LABELS_FILE, ZIP_EPOCH, InputSpec, associ
                                       read_metadata)
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.errors import BadInput
+from edge_attn.outdir import MARKER
 
 TARGETS = {"android": "assets", "ios": "Resources"}
 MANIFEST = "edge_attn_manifest.json"
@@ -38,6 +39,7 @@ INTEGRATION = "INTEGRATION.md"
 # API 30 (Android 11), the level most devices in use run or exceed.
 CANDIDATE_DELEGATES = {"android": (("gpu", None), ("nnapi", 30), ("xnnpack", None)),
                        "ios": (("gpu", None), ("xnnpack", None))}
+MAX_CLASSES = 100_000  # ImageNet-21k has 21,841; labels.txt for more would not be an app asset
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ACCURACY_KEYS = ("samples", "reference_top1", "quantized_top1", "top1_drop_pt", "top1_agreement", "output_snr_db")
 
@@ -65,6 +67,9 @@ def bundle(model_tflite, target="android", labels=None, out="bundle", name=None,
     name = _bundle_name(name, model_path)
     report, report_note = _report_beside(model_path, source)
     num_classes = int(info.outputs[0].shape[-1]) if info.outputs[0].shape else 1
+    if num_classes > MAX_CLASSES:  # a damaged output shape must not make us write 10^8 labels
+        raise BadInput(model_path, f"outputs {num_classes} classes, more than a classifier bundle takes "
+                                   f"({MAX_CLASSES}); is this a classification model?")
     class_names, labels_source = _labels(labels, report, num_classes)
     spec, normalization_source = _input_spec(info.inputs[0], report, normalization)
 
@@ -111,6 +116,9 @@ def verify_bundle(path):
     output size. Returns a list of problems, each naming the file (empty: the bundle is intact)."""
     path = os.fspath(path)
     if os.path.isfile(path) and zipfile.is_zipfile(path):
+        with zipfile.ZipFile(path) as archive:
+            if MANIFEST not in archive.namelist():
+                raise BadInput(path, f"not a bundle: no {MANIFEST} in the archive")
         with tempfile.TemporaryDirectory() as folder:
             problems = _extract(path, folder)
             return problems or verify_bundle(folder)
@@ -132,7 +140,8 @@ def verify_bundle(path):
         problems += _check_file(path, rel, entry)
     present = {os.path.relpath(os.path.join(root, f), path).replace(os.sep, "/")
                for root, _dirs, names in os.walk(path) for f in names}
-    problems += [f"{rel}: not listed in the manifest" for rel in sorted(present - set(listed) - {MANIFEST})]
+    # MARKER: the file saying edge_attn created the folder (``edge-attn bundle --out``); not part of the bundle
+    problems += [f"{rel}: not listed in the manifest" for rel in sorted(present - set(listed) - {MANIFEST, MARKER})]
     if model_file in present and labels_file in present:
         problems += _check_model(path, model_file, labels_file)
     return problems
