@@ -1,17 +1,27 @@
 """The ``edge-attn`` command line: argparse subcommands, one function each, returning an exit code.
 
 Exit codes (ARCHITECTURE.md): 0 ok, 1 a check ran and failed its budget, 2 bad input or usage. Errors
-are one line on stderr naming the input; ``--debug`` shows the traceback instead.
+are one line on stderr naming the input; ``--debug`` shows the traceback instead. Ctrl-C (SIGINT) exits
+130 and SIGTERM 143 (128 + the signal number, as shells report them), with one line "interrupted": both
+are raised as exceptions, so staged outputs are discarded and previous outputs stay as they were.
+
+Commands that write to ``--out`` (train, convert, bundle, demo) claim it before any work
+(:mod:`edge_attn.outdir`): a non-empty folder edge_attn did not create is refused unless ``--force``.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import shlex
+import signal
 import sys
+import threading
 
 from edge_attn import __version__
-from edge_attn.errors import EdgeAttnError
+from edge_attn.errors import BadInput, EdgeAttnError
 
+from edge_attn.distribute import CPU_REPLICAS_ENV, STRATEGIES  # cheap: no TensorFlow at import
 from edge_attn.pipeline import DEFAULT_FLOAT_EPOCHS  # cheap: pipeline imports TensorFlow lazily
 
 
@@ -45,10 +55,17 @@ def _add_model_building(p):
     """Arguments shared by the commands that build (and train) a model: data, output, shape, seed."""
     p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
     p.add_argument("--out", required=True, help="output folder")
+    _add_force(p)
     p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) for registry models; default from the data")
-    p.add_argument("--seed", type=int, default=0, help="random seed for initialisation and shuffling")
+    p.add_argument("--seed", type=_seed, default=0, help="random seed for initialisation and shuffling")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
+
+
+def _add_force(p):
+    p.add_argument("--force", action="store_true",
+                   help="write into an existing non-empty --out that edge_attn did not create (only the files "
+                        "this command writes are replaced; nothing else there is touched)")
 
 
 def _add_trust(p):
@@ -80,6 +97,17 @@ def _positive(text):
     return value
 
 
+def _seed(text):
+    value = int(text)
+    if not 0 <= value < 2**32:  # numpy's and TensorFlow's seed range
+        raise argparse.ArgumentTypeError(f"must be 0..{2**32 - 1}; Received: {text}")
+    return value
+
+
+# argparse names the type function in "invalid <name> value: 'two'".
+_non_negative.__name__, _positive.__name__, _seed.__name__ = "non-negative integer", "positive integer", "integer seed"
+
+
 def _summary_rows(name, report):
     acc, lat = report["accuracy"], report["latency_ms"]
     return [
@@ -102,7 +130,14 @@ def _print_rows(rows):
 
 def cmd_train(args):
     from edge_attn.atomic import atomic_path
+    from edge_attn.models import create_model, is_registered
     from edge_attn.pipeline import prepare_reference
+
+    if not is_registered(args.model):
+        if os.path.exists(args.model):
+            raise BadInput(args.model, "train takes a registry name (see `edge-attn models`); "
+                                       "a saved model is converted with `edge-attn convert`")
+        create_model(args.model)  # raises BadInput with the close registry matches
 
     reference = prepare_reference(args.model, args.data, input_shape=args.input_shape, float_epochs=args.epochs,
                                   seed=args.seed, progress=not args.no_progress)
@@ -125,13 +160,25 @@ def cmd_convert(args):
 
     report = run_convert(args.model, args.recipe, args.data, args.out, input_shape=args.input_shape,
                          epochs=args.epochs, float_epochs=args.float_epochs, threads=args.threads, runs=args.runs,
-                         seed=args.seed, progress=not args.no_progress, trust_model_code=args.trust_model_code)
+                         seed=args.seed, progress=not args.no_progress, trust_model_code=args.trust_model_code,
+                         strategy=args.strategy, resume=args.resume)
     if args.json:
         print(json.dumps(report, indent=2, default=str))
+    elif "task" in report:  # a multi-worker task other than the chief
+        print(f"{report['task']}: fine-tune done; {report['writer']} writes the outputs to {args.out}")
     else:
         _print_rows(_summary_rows(args.model, report))
         print(f"report: {os.path.join(os.path.abspath(args.out), 'report.html')}")
     return 0
+
+
+def _writes_out(args):
+    """False for a multi-worker convert on a task other than the chief: it trains, the chief writes --out."""
+    if getattr(args, "strategy", None) != "multi-worker":
+        return True
+    from edge_attn.distribute import cluster_task
+
+    return cluster_task().is_chief
 
 
 def cmd_check(args):
@@ -251,6 +298,12 @@ def build_parser():
                    help=f"float training epochs for registry models (default {DEFAULT_FLOAT_EPOCHS}; 0 = random init)")
     p.add_argument("--threads", type=_positive, default=2, help="interpreter threads for latency")
     p.add_argument("--runs", type=_positive, default=50, help="timed runs for latency")
+    p.add_argument("--strategy", choices=STRATEGIES, default="default",
+                   help="where training runs: default (one device) | mirrored (all GPUs of this machine; without "
+                        f"GPUs, ${CPU_REPLICAS_ENV} logical CPUs) | multi-worker (machines named by $TF_CONFIG; "
+                        "the chief writes --out)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from its checkpoints in OUT/checkpoints (same settings)")
     _add_trust(p)
     p.set_defaults(func=cmd_convert)
 
@@ -309,6 +362,7 @@ def build_parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", help="model file name in the bundle (default: the model file's)")
     p.add_argument("--zip", action="store_true", help="write one reproducible NAME-TARGET.zip instead of a folder")
+    _add_force(p)
     _add_common(p)
     p.set_defaults(func=cmd_bundle)
 
@@ -323,6 +377,7 @@ def build_parser():
                        description="Train se_resnet20 and cbam_resnet20 on digits, convert each with int8-qat "
                                    "and int8-ptq (for contrast), check them and write reports.")
     p.add_argument("--out", default="edge-attn-demo", help="output folder (default ./edge-attn-demo)")
+    _add_force(p)
     p.add_argument("--models", default="se_resnet20,cbam_resnet20", help="comma-separated registry names")
     p.add_argument("--float-epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS)
     p.add_argument("--epochs", type=_non_negative, help="QAT fine-tune epochs (default: the recipe's)")
@@ -332,25 +387,67 @@ def build_parser():
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every cleanup (``finally``, staged outputs, a claimed --out) runs."""
+
+
+@contextlib.contextmanager
+def _interrupts_raise():
+    """SIGINT raises KeyboardInterrupt and SIGTERM :class:`_Terminated`, once: a repeat while the first one
+    is cleaning up (milliseconds) is ignored. Signals the caller set to be ignored (``nohup``) stay ignored."""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+    raised = []
+
+    def handler(signum, _frame):
+        if not raised:
+            raised.append(signum)
+            raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    previous = {}
+    try:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            if signal.getsignal(signum) != signal.SIG_IGN:
+                previous[signum] = signal.signal(signum, handler)
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+def _claimed_out(args, argv):
+    """Commands with --out/--force claim the folder before any work (see :mod:`edge_attn.outdir`)."""
+    if not hasattr(args, "force") or not _writes_out(args):
+        return contextlib.nullcontext()
+    from edge_attn.outdir import claimed_out_dir
+
+    command = shlex.join(["edge-attn", *(sys.argv[1:] if argv is None else argv)])
+    return claimed_out_dir(args.out, force=args.force, command=command)
+
+
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except EdgeAttnError as e:
-        if args.debug:
-            raise
-        print(f"edge-attn {args.command}: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt:
-        print(f"edge-attn {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:  # `edge-attn models --json | head`: the reader left; not an error of ours
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    with _interrupts_raise():
+        try:
+            with _claimed_out(args, argv):
+                return int(args.func(args) or 0)
+        except EdgeAttnError as e:
+            if args.debug:
+                raise
+            print(f"edge-attn {args.command}: error: {e}", file=sys.stderr)
+            return e.exit_code
+        except KeyboardInterrupt as e:
+            terminated = isinstance(e, _Terminated)
+            print(f"edge-attn {args.command}: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr)
+            return 143 if terminated else 130
+        except BrokenPipeError:  # `edge-attn models --json | head`: the reader left; not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import contextlib
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -47,9 +48,16 @@ class Quantized:
 
 
 def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=DEFAULT_FLOAT_EPOCHS, seed=0,
-                      progress=True, trust_model_code=False):
-    """Load ``data_spec`` and either build+train registry model ``model_spec`` or load a saved Keras model."""
+                      progress=True, trust_model_code=False, strategy=None, checkpoints=None):
+    """Load ``data_spec`` and either build+train registry model ``model_spec`` or load a saved Keras model.
+
+    A registry model trains under ``strategy`` (a ``tf.distribute.Strategy`` or a name of
+    :data:`edge_attn.distribute.STRATEGIES`; None: default) and is returned as an ordinary model.
+    With ``checkpoints`` (:class:`edge_attn.checkpoints.RunCheckpoints`) the trained model is kept there,
+    and a resumed run loads it instead of training again.
+    """
     from edge_attn.data import load_data
+    from edge_attn.distribute import is_distributed, resolve_strategy
     from edge_attn.models import create_model, is_registered
     from edge_attn.modelio import load_keras_model
 
@@ -57,9 +65,24 @@ def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=D
         raise BadInput("--float-epochs", f"must be 0 or more; Received: {float_epochs}")
     if is_registered(model_spec):
         data = load_data(data_spec, input_shape=input_shape)
+        saved = checkpoints.load_float_reference() if checkpoints is not None else None
+        if saved is not None:
+            model, history = saved
+            print(f"float: trained reference loaded from {checkpoints.float_reference_path()}", file=sys.stderr)
+            return Reference(model, data, model_spec, {**history, "from_checkpoint": True})
+        strategy = resolve_strategy(strategy)
+
+        def build():
+            return create_model(model_spec, input_shape=data.input_shape, classes=data.num_classes)
+
         _seed_everything(seed)
-        model = create_model(model_spec, input_shape=data.input_shape, classes=data.num_classes)
-        history = train_float(model, data, epochs=float_epochs, seed=seed, progress=progress)
+        with strategy.scope():
+            model = build()
+        history = train_float(model, data, epochs=float_epochs, seed=seed, progress=progress, strategy=strategy)
+        if is_distributed(strategy):
+            model = _undistributed_copy(model, build)
+        if checkpoints is not None and float_epochs > 0:
+            checkpoints.save_float_reference(model, history)
         return Reference(model, data, model_spec, history)
     if not os.path.exists(model_spec) and os.sep not in model_spec and "." not in model_spec:
         create_model(model_spec)  # raises BadInput with the close registry matches
@@ -73,17 +96,38 @@ def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=D
     return Reference(model, data, model_spec, None, trust_model_code)
 
 
-def train_float(model, data, *, epochs, seed=0, progress=True):
+def train_float(model, data, *, epochs, seed=0, progress=True, strategy=None):
     from edge_attn.training import fit
 
     history = fit(model, data, epochs=epochs, learning_rate=FLOAT_LEARNING_RATE, schedule="cosine",
-                  seed=seed, progress=progress, desc="float")
+                  seed=seed, progress=progress, desc="float", strategy=strategy)
     return history.to_dict()
 
 
-def quantize(reference, recipe, *, epochs=None, seed=0, progress=True):
-    """Convert ``reference`` per ``recipe`` (quantization-aware fine-tune first for QAT recipes)."""
+def _undistributed_copy(model, build):
+    """``build()`` (a model like ``model``, made outside any strategy scope) holding ``model``'s weights.
+
+    Converting, checking and saving use the copy: a model made under a strategy scope needs that
+    strategy to be read (multi-worker: all workers at once). Every worker calls this, since reading
+    the weights of synchronised variables can be a collective op.
+    """
+    weights = model.get_weights()
+    copy = build()
+    copy.set_weights(weights)
+    return copy
+
+
+def quantize(reference, recipe, *, epochs=None, seed=0, progress=True, strategy=None, checkpoints=None):
+    """Convert ``reference`` per ``recipe`` (quantization-aware fine-tune first for QAT recipes).
+
+    The fine-tune (wrapping, optimizer, steps, data) runs under ``strategy`` (a ``tf.distribute.Strategy``
+    or a name of :data:`edge_attn.distribute.STRATEGIES`; None: default); the recipe's batch size is the
+    global batch. With ``checkpoints`` (:class:`edge_attn.checkpoints.RunCheckpoints`) it saves a
+    checkpoint every epoch there and, resuming, continues from the last one. On a multi-worker task other
+    than the chief the result has ``tflite=None``: the chief converts.
+    """
     from edge_attn.convert import convert_model
+    from edge_attn.distribute import is_chief, resolve_strategy
     from edge_attn.qat import qat_finetune, quantize_aware
 
     data = reference.data
@@ -93,15 +137,19 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True):
     seconds = {}
     fine_tune = None
     start = time.perf_counter()
+    strategy = resolve_strategy(strategy)
     if recipe.qat:
         _seed_everything(seed)
         settings = recipe.fine_tune
+        epochs = settings.epochs if epochs is None else epochs
         qat = quantize_aware(reference.model, trust_model_code=reference.trust_model_code)
         history = qat_finetune(
-            qat, data, epochs=settings.epochs if epochs is None else epochs, learning_rate=settings.learning_rate,
+            qat, data, epochs=epochs, learning_rate=settings.learning_rate,
             schedule=settings.schedule, batch_size=settings.batch_size, bn_freeze_steps=settings.bn_freeze_steps,
             early_stop_patience=settings.early_stop_patience or None,
-            calibration_samples=recipe.calibration_samples, seed=seed, progress=progress)
+            calibration_samples=recipe.calibration_samples, seed=seed, progress=progress, strategy=strategy,
+            checkpoint_dir=checkpoints.training_directory() if checkpoints is not None and epochs > 0 else None,
+            resume=checkpoints is not None and checkpoints.resume)
         fine_tune = history.to_dict()
         seconds["qat"] = time.perf_counter() - start
         to_convert, layer_reference, rewrites = qat.model, qat.float_model, qat.rewrites
@@ -110,6 +158,8 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True):
         # spatial conv avoids the CONCATENATION/REDUCE_MAX shared scale that clips post-training int8.
         to_convert, rewrites = lowered_float_model(reference.model, reference.trust_model_code)
         layer_reference = to_convert
+    if not is_chief(strategy):
+        return Quantized(recipe, None, None, fine_tune, rewrites, seconds)
     start = time.perf_counter()
     tflite = convert_model(to_convert, recipe, representative, name=reference.source)
     seconds["convert"] = time.perf_counter() - start
@@ -178,63 +228,139 @@ def build_report(reference, quantized, accuracy, layers, latency, *, model_path)
 
 @contextlib.contextmanager
 def staged_outputs(out_dir):
-    """Yield a staging folder; on success move every file in it into ``out_dir`` (atomic per file).
+    """Yield a staging folder; on success move every file in it into ``out_dir``, all or nothing.
 
-    On failure the staging folder is removed, and ``out_dir`` is removed too if this call created it
-    and it is still empty: a failed run leaves nothing behind and never touches existing outputs.
+    On failure (Ctrl-C included) the staging folder is removed, and ``out_dir`` is removed too if this
+    call created it and it is still empty: a failed run leaves nothing behind and never touches existing
+    outputs. The final move cannot be split by Ctrl-C/SIGTERM (they wait until it is done), and an error
+    in the middle of it puts back the files it had replaced. Files in ``out_dir`` that the run does not
+    write are never touched.
     """
+    from edge_attn.atomic import interrupts_deferred
+
     out_dir = os.path.abspath(out_dir)
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise BadInput(out_dir, "exists and is not a directory")
     created = not os.path.exists(out_dir)
     parent = os.path.dirname(out_dir)
+    staging = None
     try:
-        os.makedirs(parent, exist_ok=True)
-        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.staging-", dir=parent)
-    except OSError as error:
-        raise BadInput(out_dir, f"cannot write there: {error.strerror}") from error
-    try:
+        try:
+            os.makedirs(parent, exist_ok=True)
+            with interrupts_deferred():  # no Ctrl-C between creating the staging folder and knowing its name
+                staging = tempfile.mkdtemp(prefix=f".{os.path.basename(out_dir)}.staging-", dir=parent)
+        except OSError as error:
+            raise BadInput(out_dir, f"cannot write there: {error.strerror}") from error
         yield staging
-        os.makedirs(out_dir, exist_ok=True)
-        for root, _dirs, files in os.walk(staging):
-            target_root = os.path.join(out_dir, os.path.relpath(root, staging))
-            os.makedirs(target_root, exist_ok=True)
-            for name in files:
-                os.replace(os.path.join(root, name), os.path.join(target_root, name))
+        with interrupts_deferred():
+            _move_all_or_nothing(staging, out_dir)
     except BaseException:
-        if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
-            os.rmdir(out_dir)
+        with interrupts_deferred():
+            if created and os.path.isdir(out_dir) and not os.listdir(out_dir):
+                os.rmdir(out_dir)
         raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None:
+            with interrupts_deferred():
+                shutil.rmtree(staging, ignore_errors=True)
+
+
+def _move_all_or_nothing(staging, out_dir):
+    """Move every file under ``staging`` to the same place under ``out_dir`` (``os.replace``, atomic per
+    file); if a move fails, undo the moves before it so ``out_dir`` keeps its previous files."""
+    moves = [(os.path.join(root, name), os.path.normpath(os.path.join(out_dir, os.path.relpath(root, staging), name)))
+             for root, _dirs, files in os.walk(staging) for name in files]
+    previous = tempfile.mkdtemp(prefix=".replaced-", dir=staging)  # hard links to the files being replaced
+    done, made_dirs = [], _makedirs(out_dir)
+    try:
+        for index, (source, target) in enumerate(moves):
+            made_dirs += _makedirs(os.path.dirname(target))
+            kept = None
+            if os.path.lexists(target):
+                kept = os.path.join(previous, str(index))
+                _keep_copy(target, kept)
+            os.replace(source, target)
+            done.append((target, kept))
+    except BaseException:
+        for target, kept in reversed(done):
+            if kept is None:
+                os.remove(target)
+            else:
+                os.replace(kept, target)
+        for folder in reversed(made_dirs):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
+        raise
+
+
+def _makedirs(folder):
+    """``os.makedirs(folder, exist_ok=True)``; returns the folders it created, outermost first."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        folder = os.path.dirname(folder)
+    for path in reversed(missing):
+        os.mkdir(path)
+    return list(reversed(missing))
+
+
+def _keep_copy(path, copy):
+    if os.path.isdir(path):
+        raise BadInput(path, "is a folder where edge_attn writes a file; move it away or choose another --out")
+    try:
+        os.link(path, copy, follow_symlinks=False)  # instant; the old content survives os.replace over ``path``
+    except OSError:
+        shutil.copy2(path, copy, follow_symlinks=False)  # file systems without hard links
 
 
 def write_run(staging, reference, quantized, report, *, save_reference=True):
     """Write model.tflite, reference.keras, report.json and report.html into ``staging``."""
+    from edge_attn.atomic import write_bytes
     from edge_attn.evaluate.report import write_report
 
-    with open(os.path.join(staging, "model.tflite"), "wb") as f:
-        f.write(quantized.tflite)
+    write_bytes(os.path.join(staging, "model.tflite"), quantized.tflite)
     if save_reference:
         reference.model.save(os.path.join(staging, "reference.keras"))
     write_report(staging, report)
 
 
 def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None, epochs=None,
-                float_epochs=DEFAULT_FLOAT_EPOCHS, threads=2, runs=50, seed=0, progress=True, trust_model_code=False):
-    """``edge-attn convert``: every output in ``out_dir``; returns the report dict."""
+                float_epochs=DEFAULT_FLOAT_EPOCHS, threads=2, runs=50, seed=0, progress=True, trust_model_code=False,
+                strategy="default", resume=False):
+    """``edge-attn convert``: every output in ``out_dir``; returns the report dict.
+
+    Training runs under the strategy named ``strategy`` (:mod:`edge_attn.distribute`) and keeps
+    checkpoints in ``out_dir/checkpoints`` (:mod:`edge_attn.checkpoints`) until the run has finished;
+    ``resume`` continues from them. On a multi-worker task other than the chief nothing is written and
+    the result is ``{"task", "writer", "fine_tune"}`` instead of the report.
+    """
+    from edge_attn.checkpoints import RunCheckpoints, fingerprint
     from edge_attn.convert import load_recipe
+    from edge_attn.distribute import check_strategy_name, cluster_task, create_strategy
+    from edge_attn.models import is_registered
 
     recipe = load_recipe(recipe_spec)  # bad recipes fail before any training
+    task = cluster_task() if check_strategy_name(strategy) == "multi-worker" else None
+    settings = fingerprint(model=model_spec, recipe=recipe, data=data_spec, seed=seed, input_shape=input_shape,
+                           epochs=(recipe.fine_tune.epochs if epochs is None else epochs) if recipe.qat else None,
+                           float_epochs=float_epochs if is_registered(model_spec) else None)
+    checkpoints = RunCheckpoints.open(out_dir, settings, resume=resume, chief=task is None or task.is_chief)
+    distribution = create_strategy(strategy)  # before TensorFlow runs any op (see edge_attn.distribute)
     reference = prepare_reference(model_spec, data_spec, input_shape=input_shape, float_epochs=float_epochs,
-                                  seed=seed, progress=progress, trust_model_code=trust_model_code)
-    quantized = quantize(reference, recipe, epochs=epochs, seed=seed, progress=progress)
+                                  seed=seed, progress=progress, trust_model_code=trust_model_code,
+                                  strategy=distribution, checkpoints=checkpoints)
+    quantized = quantize(reference, recipe, epochs=epochs, seed=seed, progress=progress, strategy=distribution,
+                         checkpoints=checkpoints)
+    if quantized.tflite is None:  # a multi-worker task other than the chief: it trained its share
+        chief = "chief:0" if "chief" in task.cluster else "worker:0"
+        return {"task": task.name, "writer": chief, "fine_tune": quantized.fine_tune}
     accuracy, layers, latency = check(reference.model, quantized.layer_reference, quantized.tflite, reference.data,
                                       threads=threads, runs=runs, reference_tflite=float_tflite(reference.model))
     report = build_report(reference, quantized, accuracy, layers, latency,
                           model_path=os.path.join(os.path.abspath(out_dir), "model.tflite"))
     with staged_outputs(out_dir) as staging:
         write_run(staging, reference, quantized, report)
+    checkpoints.finish()  # complete: nothing left to resume
     return report
 
 
