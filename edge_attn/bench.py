@@ -26,7 +26,8 @@ from edge_attn.runners import DELEGATES, make_runner
 MAX_ROUNDS = 5
 
 
-def run_bench(model, device="host", delegates=None, threads=None, runs=None, reference=None, progress=True):
+def run_bench(model, device="host", delegates=None, threads=None, runs=None, reference=None, progress=True,
+              op_profile=False):
     """Measure ``model`` on ``device`` (a profile name or path) with each delegate.
 
     ``delegates``, ``threads`` and ``runs`` default to the profile's. Returns plain data: ``device``,
@@ -34,7 +35,9 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     profile's p50 budget for this model, or None) and ``delegates``: one entry per delegate with
     ``model`` and ``reference`` (LatencyResult dicts, with None for the timings of an unavailable
     delegate; ``reference`` None without one), ``speedup`` (reference p50 / model p50, None unless both
-    ran) and ``within_budget`` (None without a budget or a measurement).
+    ran) and ``within_budget`` (None without a budget or a measurement). ``op_profile``: the model's
+    first round per delegate also records where the time goes, per op type (the entry's
+    ``model.op_profile``; a note where the runner cannot profile).
     """
     profile = load_profile(device)
     delegates = _check_delegates(profile.delegates if delegates is None else delegates)
@@ -55,10 +58,11 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
             bar.set_postfix_str(delegate)
             measured = [[] for _ in models]
             for n in round_runs:
-                for path, done in zip(models, measured):
+                for index, (path, done) in enumerate(zip(models, measured)):
                     if not done or done[0].available:  # an unavailable delegate is not retried
+                        profiled = op_profile and index == 0 and not done
                         done.append(runner.benchmark(path, delegate=delegate, threads=threads, runs=n,
-                                                     warmup=profile.warmup))
+                                                     warmup=profile.warmup, op_profile=profiled))
                     bar.update()
             results = [combine_rounds(done) for done in measured]
             entries.append(_entry(delegate, results[0], results[1] if reference is not None else None, budget))
@@ -153,6 +157,12 @@ def format_bench(result):
         if model["note"]:
             notes.append(f"{entry['delegate']}: {model['note']}")
     lines += _table(rows)
+    for entry in result["delegates"]:
+        by_type = entry["model"].get("op_profile") or []
+        if by_type:
+            lines.append(f"op profile {entry['delegate']} (time per inference by op type):")
+            lines += [f"  {row['op']:<20} x{row['count']:<4} {_ms(row['avg_ms']):>8} ms  {row['percent']:5.1f}%"
+                      for row in by_type]
     lines += [f"note {note}" for note in notes]
     budget = result["budget_ms"]
     if budget is not None:

@@ -257,7 +257,8 @@ def cmd_bench(args):
     from edge_attn.bench import format_bench, run_bench
 
     result = run_bench(args.model, device=args.device, delegates=args.delegate, threads=args.threads,
-                       runs=args.runs, reference=args.reference, progress=not args.no_progress)
+                       runs=args.runs, reference=args.reference, progress=not args.no_progress,
+                       op_profile=args.op_profile)
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     over_budget = [entry for entry in result["delegates"] if entry["within_budget"] is False]
     return 1 if over_budget else 0
@@ -348,6 +349,9 @@ def build_parser():
     p.add_argument("--threads", type=_positive, help="threads (default: the profile's)")
     p.add_argument("--runs", type=_positive, help="timed runs (default: the profile's)")
     p.add_argument("--reference", help="the float .tflite to measure in the same run")
+    p.add_argument("--op-profile", action="store_true",
+                   help="also show where the time goes per op type (host: XNNPACK, each op timed alone; adb: "
+                        "benchmark_model's op profiling)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
     p.set_defaults(func=cmd_bench)

@@ -181,6 +181,9 @@ def test_bench_measures_int8_against_float_in_one_run(converted, tmp_path, capsy
     assert entry["speedup"] == pytest.approx(entry["reference"]["p50_ms"] / entry["model"]["p50_ms"])
     code, _, err = run_cli(capsys, "bench", str(converted / "model.tflite"), "--device", "no-such-phone")
     assert code == 2 and "no-such-phone" in err
+    code, out, _ = run_cli(capsys, "bench", str(converted / "model.tflite"), "--delegate", "xnnpack", "--runs", "3",
+                           "--op-profile", "--no-progress")
+    assert code == 0 and "op profile xnnpack" in out and "CONV_2D" in out
 
 
 def test_compat_gives_a_verdict_with_reasons_for_every_op(converted, capsys):

@@ -7,6 +7,7 @@ runs), XNNPACK's op coverage (it has no CUMSUM kernel, so a CUMSUM op stays on t
 the call order seen by a spy on the runner (interleaving).
 """
 
+import collections
 import dataclasses
 import json
 import math
@@ -134,9 +135,19 @@ def test_timeout_stops_timing_early(models):
     assert "stopped after 1 of 20 runs" in result.note
 
 
-def test_op_profile_request_is_answered_with_a_note(runner, models):
-    result = runner.benchmark(models["f32"], runs=2, op_profile=True)
-    assert result.op_profile == [] and "benchmark_model" in result.note
+def test_op_profile_counts_every_op_of_the_model(runner, models):
+    from edge_attn.convert import inspect_tflite
+
+    result = runner.benchmark(models["int8"], runs=2, op_profile=True)
+    counts = collections.Counter(op.op for op in inspect_tflite(models["int8"]).ops)
+    assert {row["op"]: row["count"] for row in result.op_profile} == dict(counts)
+    assert sum(row["percent"] for row in result.op_profile) == pytest.approx(100.0, abs=0.05)
+    assert all(row["avg_ms"] > 0 for row in result.op_profile)
+
+
+def test_op_profile_elsewhere_is_answered_with_a_note(runner, models):
+    result = runner.benchmark(models["f32"], delegate="cpu", runs=2, op_profile=True)
+    assert result.op_profile == [] and "benchmark_model" in result.note and "delegate cpu" in result.note
 
 
 def test_bad_models_and_settings_are_bad_input(runner, models, tmp_path):

@@ -44,8 +44,8 @@ from edge_attn.runners.remote_bench import peak_rss_growth_mb, reset_peak_rss, t
 
 _NO_DELEGATE = "builtin CPU kernels (no delegate)"
 _PROBE_SET_UP = {"cpu": "builtin", "xnnpack": "default"}  # the Interpreter set-up probe_tflite tries for each
-_NO_OP_PROFILE = ("per-op profiles are not available from LiteRT's Python API; profile on the device "
-                  "with benchmark_model (an adb profile)")
+_NO_OP_PROFILE = ("per-op profiles are measured for the Interpreter with XNNPACK (each op cut out and timed "
+                  "alone); for {what}, profile on the device with benchmark_model (an adb profile)")
 # LiteRT's native log lines look like "ERROR: [delegate_webgpu.cc:359] Failed to initialize WebGPU ...".
 _NATIVE_ERROR = re.compile(r"^ERROR: \[[^\]]*\]\s*(\S.*)$", re.MULTILINE)
 
@@ -102,10 +102,23 @@ class HostRunner:
         if len(times_ms) < runs:
             notes.append(f"stopped after {len(times_ms)} of {runs} runs: timeout_s = {self.profile.timeout_s:g} "
                          f"of profile {self.name!r} passed")
-        if op_profile:
-            notes.append(_NO_OP_PROFILE)
+        by_type = []
+        if op_profile and (use_compiled_model or delegate != "xnnpack"):
+            notes.append(_NO_OP_PROFILE.format(what="CompiledModel" if use_compiled_model else f"delegate {delegate}"))
+        elif op_profile:
+            by_type = _op_profile(path, threads)
         return LatencyResult(**settings, runs=len(times_ms), **latency_stats(times_ms),
-                             peak_memory_mb=peak_memory_mb, delegation=delegation, note="; ".join(notes) or None)
+                             peak_memory_mb=peak_memory_mb, delegation=delegation, note="; ".join(notes) or None,
+                             op_profile=by_type)
+
+
+def _op_profile(path, threads):
+    """Per-op-type time, in the adb runner's "Summary by node type" fields ({"op", "count", "avg_ms",
+    "percent"}), from every op cut out and timed alone (:mod:`edge_attn.evaluate.op_profile`)."""
+    from edge_attn.evaluate.op_profile import profile_ops
+
+    return [{"op": row["op"], "count": row["count"], "avg_ms": row["ms"], "percent": row["percent"]}
+            for row in profile_ops(path, threads=threads).by_type]
 
 
 def latency_stats(times_ms):
