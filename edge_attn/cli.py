@@ -398,9 +398,10 @@ class _Terminated(KeyboardInterrupt):
 @contextlib.contextmanager
 def _interrupts_raise():
     """SIGINT raises KeyboardInterrupt and SIGTERM :class:`_Terminated`, once: a repeat while the first one
-    is cleaning up (milliseconds) is ignored. Signals the caller set to be ignored (``nohup``) stay ignored."""
+    is cleaning up (milliseconds) is ignored. Signals the caller set to be ignored (``nohup``) stay ignored.
+    Yields the list of signals received (at most one)."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
-        yield
+        yield []
         return
     raised = []
 
@@ -414,10 +415,15 @@ def _interrupts_raise():
         for signum in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(signum) != signal.SIG_IGN:
                 previous[signum] = signal.signal(signum, handler)
-        yield
+        yield raised
     finally:
         for signum, old in previous.items():
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+
+def _interrupted(command, *, terminated):
+    print(f"edge-attn {command}: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr)
+    return 143 if terminated else 130
 
 
 def _claimed_out(args, argv):
@@ -436,7 +442,7 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    with _interrupts_raise():
+    with _interrupts_raise() as received:
         try:
             with _claimed_out(args, argv):
                 return int(args.func(args) or 0)
@@ -446,12 +452,16 @@ def main(argv=None):
             print(f"edge-attn {args.command}: error: {e}", file=sys.stderr)
             return e.exit_code
         except KeyboardInterrupt as e:
-            terminated = isinstance(e, _Terminated)
-            print(f"edge-attn {args.command}: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr)
-            return 143 if terminated else 130
+            return _interrupted(args.command, terminated=isinstance(e, _Terminated))
         except BrokenPipeError:  # `edge-attn models --json | head`: the reader left; not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
+        except Exception:
+            # Native code (TensorFlow's C++ nest utilities, during model.save) can turn the KeyboardInterrupt
+            # our handler raised into a SystemError/ValueError: it is still the interrupt.
+            if received and not args.debug:
+                return _interrupted(args.command, terminated=received[0] == signal.SIGTERM)
+            raise
 
 
 if __name__ == "__main__":

@@ -316,3 +316,27 @@ def test_bundle_sigterm_during_the_final_move_completes_the_move_first(previous,
     assert (tmp_path / "b" / "assets" / "labels.txt").read_text().startswith("class 0\n")  # the new set, all of it
     assert after["edge_attn_manifest.json"] != before["edge_attn_manifest.json"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "labels.txt"]
+
+
+@pytest.mark.parametrize("signum, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupt_that_native_code_turned_into_another_error_is_still_an_interrupt(monkeypatch, capsys,
+                                                                                      signum, code):
+    """Seen in a real run: SIGINT during model.save reached TensorFlow's C++ nest utilities, which turned the
+    KeyboardInterrupt into SystemError and then ValueError. The user still pressed Ctrl-C: one line, no
+    traceback. Without a signal the same error is a bug and keeps its traceback."""
+    import edge_attn.cli as cli
+
+    def interrupted_inside_native_code(args):
+        try:
+            signal.raise_signal(signum)
+        except KeyboardInterrupt as error:
+            raise ValueError("The target structure is of type TensorShape") from error
+
+    monkeypatch.setattr(cli, "cmd_models", interrupted_inside_native_code)
+    assert cli.main(["models"]) == code
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "edge-attn models: interrupted" + (" (SIGTERM)" if signum == signal.SIGTERM else "")]
+
+    monkeypatch.setattr(cli, "cmd_models", lambda args: int("not a number"))
+    with pytest.raises(ValueError):
+        cli.main(["models"])
