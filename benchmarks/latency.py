@@ -20,6 +20,7 @@ shared machines are noisy, so only ratios measured side by side mean anything.
 
 import argparse
 import json
+import math
 import multiprocessing
 import os
 import platform
@@ -31,6 +32,8 @@ import tempfile
 import time
 
 import numpy as np
+
+from edge_attn.runners.remote_bench import time_runs  # the timing loop edge_attn's runners use
 
 MODELS = ("resnet50", "se_resnet50", "cbam_resnet50")
 CALIBRATION_SAMPLES = 8
@@ -119,18 +122,12 @@ def _ort_runner(path, threads, size):
 def _interleaved_p50(runners, runs, rounds=5, warmup=3):
     """Median over rounds of each runner's median latency (ms); every runner runs once per round."""
     for run in runners.values():
-        for _ in range(warmup):
-            run()
+        time_runs(run, warmup, 0, deadline=math.inf)
     per_round = {key: [] for key in runners}
     per_run = max(1, runs // rounds)
     for _ in range(rounds):
         for key, run in runners.items():
-            times = []
-            for _ in range(per_run):
-                start = time.perf_counter()
-                run()
-                times.append((time.perf_counter() - start) * 1000.0)
-            per_round[key].append(statistics.median(times))
+            per_round[key].append(statistics.median(time_runs(run, 0, per_run, deadline=math.inf)))
     return {key: statistics.median(values) for key, values in per_round.items()}
 
 

@@ -11,7 +11,7 @@ import numpy as np
 
 from edge_attn.errors import BadInput
 from edge_attn.litert import make_interpreter
-from edge_attn.runners.remote_bench import time_runs  # the timing loop the device runners use
+from edge_attn.runners.remote_bench import random_input, time_runs  # what the device runners use
 
 
 def measure_latency(tflite_model, runs=50, warmup=5, threads=2):
@@ -25,7 +25,7 @@ def measure_latency(tflite_model, runs=50, warmup=5, threads=2):
     interpreter = make_interpreter(tflite_model, num_threads=threads)
     rng = np.random.default_rng(0)
     for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], _random_input(rng, detail))
+        interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
     times_ms = np.asarray(time_runs(interpreter.invoke, warmup, runs, deadline=math.inf))
     return {
         "p50": float(np.percentile(times_ms, 50)),
@@ -37,11 +37,3 @@ def measure_latency(tflite_model, runs=50, warmup=5, threads=2):
         "threads": threads,
     }
 
-
-def _random_input(rng, detail):
-    dtype = np.dtype(detail["dtype"])
-    shape = tuple(int(d) for d in detail["shape"])
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
-    return rng.standard_normal(shape).astype(dtype)

@@ -12,14 +12,15 @@ Ops that call other subgraphs (WHILE, IF, CALL_ONCE) or carry intermediate tenso
 and are listed as not profiled.
 """
 
+import math
 import statistics
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.litert import make_interpreter
+from edge_attn.runners.remote_bench import random_input, time_runs
 
 _NOT_ISOLABLE = ("WHILE", "IF", "CALL_ONCE", "CALL")
 
@@ -142,36 +143,16 @@ def profile_ops(tflite_model, *, threads=2, rounds=10, runs_per_round=10, progre
         if data is not None:
             output = make_interpreter(data).get_output_details()[0]
             ops.append({"index": index, "op": name, "output": output["name"],
-                        "ms": round(statistics.median(medians[index]) * 1e3, 4),
+                        "ms": round(statistics.median(medians[index]), 4),
                         "output_shape": output["shape"].tolist()})
-    return OpProfile(threads, statistics.median(medians["model"]) * 1e3, ops, not_profiled)
+    return OpProfile(threads, statistics.median(medians["model"]), ops, not_profiled)
 
 
 def _runner(tflite_model, threads):
-    """A callable(runs) → median seconds of ``runs`` invokes on fixed random inputs."""
+    """A callable(runs) → median ms of ``runs`` invokes on fixed random inputs (the runners' timing loop)."""
     interpreter = make_interpreter(tflite_model, num_threads=threads)
     rng = np.random.default_rng(0)
     for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], _random(rng, detail))
+        interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
     interpreter.invoke()  # warm-up: first invoke prepares XNNPACK's packed weights
-
-    def run(runs):
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            interpreter.invoke()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
-
-    return run
-
-
-def _random(rng, detail):
-    dtype = np.dtype(detail["dtype"])
-    shape = detail["shape"]
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -128), min(info.max, 127) + 1, size=shape).astype(dtype)
-    if dtype == np.bool_:
-        return rng.integers(0, 2, size=shape).astype(bool)
-    return rng.uniform(-1, 1, size=shape).astype(dtype)
+    return lambda runs: statistics.median(time_runs(interpreter.invoke, 0, runs, deadline=math.inf))

@@ -36,11 +36,10 @@ import numpy as np
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.devices import ENGINES
 from edge_attn.errors import BadInput
-from edge_attn.evaluate.latency import _random_input
 from edge_attn.litert import Interpreter, OpResolverType
 from edge_attn.runners.base import DELEGATES, LatencyResult
 # The board script is self-contained; its peak-memory helpers serve the host runner as well.
-from edge_attn.runners.remote_bench import peak_rss_growth_mb, reset_peak_rss, time_runs
+from edge_attn.runners.remote_bench import peak_rss_growth_mb, random_input, reset_peak_rss, time_runs
 
 _NO_DELEGATE = "builtin CPU kernels (no delegate)"
 _PROBE_SET_UP = {"cpu": "builtin", "xnnpack": "default"}  # the Interpreter set-up probe_tflite tries for each
@@ -159,7 +158,7 @@ def _measure_interpreter(path, delegate, threads, warmup, runs, deadline):
         raise BadInput(path, f"cannot be loaded as a TFLite model ({str(e).strip().splitlines()[0]})") from e
     rng = np.random.default_rng(0)
     for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], _random_input(rng, detail))
+        interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
     delegation = _NO_DELEGATE if delegate == "cpu" else _xnnpack_delegation(interpreter._get_ops_details())
     try:
         return time_runs(interpreter.invoke, warmup, runs, deadline), delegation
@@ -231,7 +230,7 @@ def _run_compiled_model(path, delegate, threads, warmup, runs, deadline):
     inputs = {}
     for name, detail in model.get_input_tensor_details(signature).items():
         inputs[name] = model.create_input_buffer_by_name(signature, name)
-        inputs[name].write(_random_input(rng, {"dtype": np.dtype(detail["dtype"]), "shape": detail["shape"]}))
+        inputs[name].write(random_input(rng, detail["dtype"], tuple(detail["shape"])))
     outputs = {name: model.create_output_buffer_by_name(signature, name)
                for name in model.get_output_tensor_details(signature)}
 

@@ -81,7 +81,9 @@ def _load(interpreter_module, path, delegate, threads):
     return interpreter
 
 
-def _random_input(rng, dtype, shape):
+def random_input(rng, dtype, shape):
+    """Random data of ``dtype`` (integers over the type's whole range, floats standard normal): latency of
+    dense kernels does not depend on the values."""
     import numpy as np
 
     dtype = np.dtype(dtype)
@@ -111,7 +113,7 @@ def _bench(interpreter_module, args):
     else:
         interpreter = _load(interpreter_module, args.model, args.delegate, args.threads)
         for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], _random_input(rng, detail["dtype"], tuple(detail["shape"])))
+            interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
         invoke, delegation = interpreter.invoke, None
         if args.delegate == "xnnpack" and hasattr(interpreter, "_get_ops_details"):
             ops = [{"op_name": node["op_name"], "inputs": [int(t) for t in node["inputs"]],
@@ -133,7 +135,7 @@ def _compiled_model_on_gpu(path, threads, rng):
     inputs = {}
     for name, detail in model.get_input_tensor_details(signature).items():
         inputs[name] = model.create_input_buffer_by_name(signature, name)
-        inputs[name].write(_random_input(rng, detail["dtype"], tuple(detail["shape"])))
+        inputs[name].write(random_input(rng, detail["dtype"], tuple(detail["shape"])))
     outputs = {name: model.create_output_buffer_by_name(signature, name)
                for name in model.get_output_tensor_details(signature)}
     delegation = ("completely executed by the GPU" if model.is_fully_accelerated()
