@@ -12,7 +12,7 @@ enhanced mode and is more optimistic. Ops the GPU has parsers for but that CNNs 
 """
 
 from edge_attn.delegates.rules import (Check, Delegate, OpRule, constant_int32_input, fused_activation_in,
-                                       is_float, is_quant8, max_rank)
+                                       is_float, is_quant8, max_rank, strided_slice_masks)
 
 COMPAT = "tflite/tools/versioning/gpu_compatibility.cc"
 BUILDER = "tflite/delegates/gpu/common/model_builder.cc"
@@ -163,8 +163,7 @@ def _softmax_beta(op, target):
 
 
 def _strided_slice(op, target):
-    masks = [name for name, key in (("ellipsis", "ellipsisMask"), ("new_axis", "newAxisMask"),
-                                    ("shrink_axis", "shrinkAxisMask")) if op.options.get(key, 0)]
+    masks = strided_slice_masks(op)
     problems = [f"{', '.join(masks)} mask set"] if masks else []
     if len(op.inputs) < 4:
         problems.append("needs 4 inputs")

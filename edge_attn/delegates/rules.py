@@ -206,6 +206,12 @@ def max_rank(limit, source, inputs_only=False):
     return Check(test, source)
 
 
+def strided_slice_masks(op):
+    """Names of the STRIDED_SLICE masks set on ``op`` that neither GPU nor XNNPACK supports."""
+    return [name for name, key in (("ellipsis", "ellipsisMask"), ("new_axis", "newAxisMask"),
+                                   ("shrink_axis", "shrinkAxisMask")) if op.options.get(key, 0)]
+
+
 def describe_types(op):
     """``"int8"`` or ``"float32 -> int8"``: the dtypes of the first input and output, for messages."""
     first = op.input(0)

@@ -17,7 +17,7 @@ supported partition (no limit).
 import dataclasses
 
 from edge_attn.delegates.rules import (Check, Delegate, OpRule, describe_types, fused_activation_in, is_float,
-                                       is_quant8, judge, max_rank, rule_for)
+                                       is_quant8, judge, max_rank, rule_for, strided_slice_masks)
 
 CODE = "tflite/delegates/xnnpack/xnnpack_delegate.cc"
 README = "tflite/delegates/xnnpack/README.md"
@@ -202,8 +202,7 @@ def _softmax_beta(op, target):
 
 
 def _strided_slice(op, target):
-    masks = [name for name, key in (("ellipsis", "ellipsisMask"), ("new_axis", "newAxisMask"),
-                                    ("shrink_axis", "shrinkAxisMask")) if op.options.get(key, 0)]
+    masks = strided_slice_masks(op)
     params = [op.input(i) for i in (1, 2, 3)]
     values = [op.ints(t) if t is not None and t.dtype == "int32" else None for t in params]
     static = all(v is not None for v in values)
