@@ -1,11 +1,16 @@
-"""Rewrite raw-TF-op layers of a user's functional model into equivalent, quantizable Keras layers.
+"""Normalize a user's functional model into equivalent layers that tfmot and TFLite's int8 scheme take.
 
 SE and CBAM code in tutorials calls ``tf.reduce_mean``, ``tf.nn.sigmoid``, ``x * s``, ``tf.pad`` ... on
 symbolic tensors; tf-keras records each call as a ``TFOpLambda`` layer (``layer.symbol`` names the op,
 the node keeps the call's arguments), and tfmot refuses those. Each call is bound to its TF function's
 signature and, when its arguments make it expressible that way, replaced by the Keras layer(s) computing
-the same thing (same float numerics; no weights involved). A ``Lambda`` layer holds arbitrary Python
-and is only considered when the user trusts the model's code (:mod:`edge_attn.normalize.lambdas`).
+the same thing (:mod:`edge_attn.normalize.op_rules`; same float numerics). Ordinary Keras layers that
+tfmot or TFLite's int8 scheme cannot take as they are (preprocessing layers, dropout, activations that
+block BatchNormalization folding, MobileNetV3's hard activations) are rewritten by
+:mod:`edge_attn.normalize.layer_rules`. Shared layers are unshared (one copy per call, same weights):
+each call site gets its own quantization ranges, as TFLite gives each its own tensors. A ``Lambda``
+layer holds arbitrary Python and is only considered when the user trusts the model's code
+(:mod:`edge_attn.normalize.lambdas`).
 """
 
 import inspect
@@ -13,176 +18,14 @@ from collections import defaultdict
 
 from edge_attn._keras import keras
 from edge_attn.errors import BadInput
-from edge_attn.layers import ChannelMax, ChannelMean
-from edge_attn.normalize.channel_pad import ChannelPad
+from edge_attn.graph import rebuild
+from edge_attn.normalize.elementwise import ConstantAffine
 from edge_attn.normalize.lambdas import recognise_lambda
-from edge_attn.qat.graph import rebuild
+from edge_attn.normalize.layer_rules import fuse_hard_sigmoid, rule_for
+from edge_attn.normalize.op_rules import RULES, Unsupported
 from tf_keras.src.layers.core.tf_op_layer import TFOpLambda
 
-
-class Unsupported(Exception):
-    """This call cannot be rewritten; the message is the advice shown to the user."""
-
-
-def _is_tensor(value):
-    """A symbolic tensor of the model (constants are plain Python values or eager tensors)."""
-    return hasattr(value, "_keras_history")
-
-
-def _static_ints(value, what):
-    """A Python int or list of ints from a constant argument; Unsupported if it is computed from a tensor."""
-    if _is_tensor(value) or hasattr(value, "numpy"):
-        raise Unsupported(f"{what} is computed at run time; use a constant")
-    if isinstance(value, (list, tuple)):
-        return [_static_ints(v, what) for v in value]
-    if value is None:
-        return None
-    return int(value)
-
-
-def _pool_classes(kind, rank):
-    pooling = {
-        "mean": (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-                 keras.layers.AveragePooling2D, ChannelMean),
-        "max": (keras.layers.GlobalMaxPooling1D, keras.layers.GlobalMaxPooling2D,
-                keras.layers.MaxPooling2D, ChannelMax),
-    }[kind]
-    return {"global": pooling[0] if rank == 3 else pooling[1], "window": pooling[2], "channel": pooling[3]}
-
-
-def _reduce(kind):
-    def rewrite(name, call):
-        x, keepdims = call["input_tensor"], bool(call.get("keepdims", False))
-        rank = x.shape.rank
-        if rank not in (3, 4):
-            raise Unsupported(f"reduce_{kind} is rewritten for (N, L, C) and (N, H, W, C) inputs only")
-        axes = _static_ints(call.get("axis"), "axis")
-        if axes is None:
-            raise Unsupported(f"reduce_{kind} without an axis reduces the batch too; pass the axes to reduce")
-        axes = sorted({a % rank for a in (axes if isinstance(axes, list) else [axes])})
-        spatial = list(range(1, rank - 1))
-        classes = _pool_classes(kind, rank)
-        if axes == spatial:
-            return [classes["global"](keepdims=keepdims, name=name)], x
-        if axes == [rank - 1]:
-            layers = [classes["channel"](name=name)]
-            if not keepdims:
-                layers.append(keras.layers.Reshape(tuple(x.shape[1:-1]), name=f"{name}_squeeze"))
-            return layers, x
-        if rank == 4 and len(axes) == 1 and axes[0] in spatial and x.shape[axes[0]] is not None:
-            # One spatial axis of an image: a pooling window spanning that axis and 1 on the other.
-            window = tuple(x.shape[a] if a == axes[0] else 1 for a in (1, 2))
-            layers = [classes["window"](pool_size=window, strides=window, padding="valid", name=name)]
-            if not keepdims:
-                kept = [x.shape[a] for a in (1, 2, 3) if a != axes[0]]
-                layers.append(keras.layers.Reshape(tuple(kept), name=f"{name}_squeeze"))
-            return layers, x
-        raise Unsupported(f"reduce_{kind} over axes {tuple(axes)} of a rank-{rank} tensor: only the spatial axes "
-                          "(global pooling) or the last axis (channel pooling) are rewritten")
-    return rewrite
-
-
-def _activation(make):
-    def rewrite(name, call):
-        return [make(name)], next(iter(call.values()))
-    return rewrite
-
-
-def _binary(layer_class, verb):
-    def rewrite(name, call):
-        x, y = list(call.values())[:2]
-        if not (_is_tensor(x) and _is_tensor(y)):
-            raise Unsupported(f"{verb} with a constant operand; fold the constant into a neighbouring layer "
-                              "(e.g. a Dense/Conv bias or kernel) or use a Rescaling layer")
-        return [layer_class(name=name)], [x, y]
-    return rewrite
-
-
-def _reshape(name, call):
-    x = call["tensor"]
-    target = _static_ints(call["shape"], "the target shape")
-    if not isinstance(target, list) or not target or target[0] != -1 or target[1:].count(-1) > 1:
-        raise Unsupported("reshape is rewritten when the target shape is constant, starts with -1 (the batch) "
-                          "and has at most one other -1, e.g. tf.reshape(s, [-1, 1, 1, C])")
-    return [keras.layers.Reshape(tuple(target[1:]), name=name)], x
-
-
-def _concat(name, call):
-    values, axis = call["values"], _static_ints(call["axis"], "axis")
-    if not all(_is_tensor(v) for v in values):
-        raise Unsupported("concat of a constant; only tensors of the model are rewritten")
-    if axis % values[0].shape.rank == 0:
-        raise Unsupported("concat along the batch axis is not a per-sample layer")
-    return [keras.layers.Concatenate(axis=axis, name=name)], list(values)
-
-
-def _pad(name, call):
-    x = call["tensor"]
-    rank = x.shape.rank
-    paddings = _static_ints(call["paddings"], "paddings")
-    mode = str(call.get("mode", "CONSTANT")).upper()
-    constant = call.get("constant_values", 0)
-    if mode != "CONSTANT" or _is_tensor(constant) or float(constant) != 0.0:
-        raise Unsupported("only zero padding (mode='CONSTANT', constant_values=0) is rewritten")
-    if rank not in (3, 4) or len(paddings) != rank or paddings[0] != [0, 0]:
-        raise Unsupported("pad is rewritten for rank-3/4 tensors without batch padding")
-    spatial, channel = paddings[1:-1], paddings[-1]
-    layers = []
-    if any(any(p) for p in spatial):
-        zero_padding = keras.layers.ZeroPadding1D if rank == 3 else keras.layers.ZeroPadding2D
-        layers.append(zero_padding(tuple(spatial[0]) if rank == 3 else tuple(map(tuple, spatial)),
-                                   name=f"{name}_spatial" if any(channel) else name))
-    if any(channel):
-        layers.append(ChannelPad(*channel, name=name))
-    return layers, x
-
-
-def _identity(name, call):
-    return [], next(iter(call.values()))
-
-
-def _strided_slice(name, call):
-    x, spec = call["tensor"], call["slice_spec"]
-    spec = list(spec) if isinstance(spec, (list, tuple)) else [spec]
-    rank = x.shape.rank
-    if rank not in (3, 4) or len(spec) != rank or not all(isinstance(s, dict) for s in spec):
-        raise Unsupported("only x[:, ::s, ::s, :] (a strided subsampling of the spatial axes) is rewritten")
-    whole = {"start": None, "stop": None, "step": None}
-    steps = []
-    for axis, s in enumerate(spec):
-        step = s.get("step") or 1
-        plain = s.get("start") in (None, 0) and s.get("stop") is None and not _is_tensor(step)
-        if not plain or (axis in (0, rank - 1) and s != whole):
-            raise Unsupported("only x[:, ::s, ::s, :] (a strided subsampling of the spatial axes) is rewritten")
-        if 0 < axis < rank - 1:
-            steps.append(int(step))
-    if all(step == 1 for step in steps):
-        return [], x
-    # A 1-wide max pool with stride s picks every s-th element, exactly like the slice (ceil(H/s) outputs).
-    pool = keras.layers.MaxPooling1D if rank == 3 else keras.layers.MaxPooling2D
-    return [pool(pool_size=1, strides=steps[0] if rank == 3 else tuple(steps), padding="valid", name=name)], x
-
-
-# TFOpLambda ``symbol`` → rewrite(name, bound call arguments) returning (layers to chain, their input).
-_RULES = {
-    "math.reduce_mean": _reduce("mean"),
-    "math.reduce_max": _reduce("max"),
-    "math.sigmoid": _activation(lambda name: keras.layers.Activation("sigmoid", name=name)),
-    "nn.sigmoid": _activation(lambda name: keras.layers.Activation("sigmoid", name=name)),
-    "math.tanh": _activation(lambda name: keras.layers.Activation("tanh", name=name)),
-    "nn.relu": _activation(lambda name: keras.layers.ReLU(name=name)),
-    "nn.relu6": _activation(lambda name: keras.layers.ReLU(6.0, name=name)),
-    "math.multiply": _binary(keras.layers.Multiply, "multiply"),
-    "__operators__.mul": _binary(keras.layers.Multiply, "multiply"),
-    "math.add": _binary(keras.layers.Add, "add"),
-    "__operators__.add": _binary(keras.layers.Add, "add"),
-    "reshape": _reshape,
-    "concat": _concat,
-    "pad": _pad,
-    "compat.v1.pad": _pad,
-    "identity": _identity,
-    "__operators__.getitem": _strided_slice,
-}
+_LISTED_PER_GROUP = 3  # layer names shown per kind of refusal; the count says how many there are
 
 
 def _bind(layer, args, kwargs):
@@ -205,34 +48,60 @@ def describe(layer):
     return f"{type(layer).__name__}({symbol})" if symbol else type(layer).__name__
 
 
+def _consumers(layer):
+    return [node.layer for node in layer._outbound_nodes]
+
+
+def _refusal(model, unsupported):
+    """One line for every refused layer, grouped by kind and advice: a count and a few names each."""
+    groups = defaultdict(list)
+    for layer, advice in unsupported:
+        groups[describe(layer), advice].append(layer.name)
+    parts = []
+    for (kind, advice), names in groups.items():
+        shown = ", ".join(names[:_LISTED_PER_GROUP]) + (f" and {len(names) - _LISTED_PER_GROUP} more"
+                                                       if len(names) > _LISTED_PER_GROUP else "")
+        parts.append(f"{len(names)} x {kind} ({shown}): {advice}")
+    return BadInput(model.name, f"has layers that cannot be made quantization-aware: {'; '.join(parts)}")
+
+
 def normalize(model, trust_model_code=False, strict=True):
-    """Return ``(model, rewrites)``: ``model`` with its raw-op layers replaced by quantizable Keras layers.
+    """Return ``(model, rewrites)``: ``model`` rebuilt with every layer tfmot/TFLite int8 cannot take as it
+    is replaced by equivalent quantizable layers, and shared layers unshared.
 
     ``rewrites`` lists ``{"from": "TFOpLambda(math.reduce_mean)", "to": "GlobalAveragePooling2D",
-    "layers": [names]}`` per kind of rewrite. A model without ``TFOpLambda``/``Lambda`` layers is returned
-    as is. Layers that cannot be rewritten are kept; with ``strict`` they raise one ``BadInput`` listing
-    each by name, class and op, with advice. ``Lambda`` layers are rewritten only with
-    ``trust_model_code`` (recognising them runs their code).
+    "layers": [names]}`` per kind of rewrite. Layers that cannot be rewritten are kept; with ``strict``
+    they raise one ``BadInput`` grouping them by kind, with a count, a few names and advice. ``Lambda``
+    layers are rewritten only with ``trust_model_code`` (recognising them runs their code).
     """
-    if not any(isinstance(layer, (TFOpLambda, keras.layers.Lambda)) for layer in model.layers):
-        return model, []
     grouped = defaultdict(list)
     unsupported = []
+    calls = defaultdict(int)
 
     def replace(layer, args, kwargs):
+        calls[id(layer)] += 1
+        name = layer.name if calls[id(layer)] == 1 else f"{layer.name}_call{calls[id(layer)]}"
         try:
             if isinstance(layer, TFOpLambda):
-                rule = _RULES.get(layer.symbol)
+                rule = RULES.get(layer.symbol)
                 if rule is None:
                     raise Unsupported("no quantizable Keras equivalent is known; replace it with a Keras layer")
-                layers, inputs = rule(layer.name, _bind(layer, args, kwargs))
+                call = _bind(layer, args, kwargs)
+                call["_output_shape"] = tuple(layer.output_shape) if len(layer._inbound_nodes) == 1 else None
+                layers, inputs = rule(name, call)
             elif isinstance(layer, keras.layers.Lambda):
                 if not trust_model_code:
-                    raise Unsupported("Lambda layers hold Python code; pass --trust-model-code to let edge_attn "
-                                      "recognise plain reshape/multiply/add/concatenate Lambdas")
-                layers, inputs = recognise_lambda(layer, args, kwargs)
+                    raise Unsupported("Lambda layers hold Python code; pass --trust-model-code (and --import "
+                                      "MODULE for the names its code uses) to let edge_attn recognise it")
+                layers, inputs = recognise_lambda(layer, args, kwargs, name)
             else:
-                return None
+                rule = rule_for(layer)
+                replaced = rule(layer, name, args, kwargs, _consumers(layer)) if rule else None
+                if replaced is None:
+                    return None
+                out, to = replaced
+                grouped[describe(layer), to].append(layer.name)
+                return _fused(out, grouped, describe(layer), layer.name)
         except Unsupported as reason:
             unsupported.append((layer, str(reason)))
             return None
@@ -243,11 +112,21 @@ def normalize(model, trust_model_code=False, strict=True):
             return None
         to = "+".join(type(new).__name__ for new in layers) or "(removed)"
         grouped[describe(layer), to].append(layer.name)
-        return out
+        return _fused(out, grouped, describe(layer), layer.name)
 
-    rebuilt = rebuild(model, replace)
+    rebuilt = rebuild(model, replace, unshare=True)
     if unsupported and strict:
-        listed = "; ".join(f"{layer.name} ({describe(layer)}): {advice}" for layer, advice in unsupported)
-        raise BadInput(model.name, f"has layers that cannot be made quantization-aware: {listed}")
+        raise _refusal(model, unsupported)
     rewrites = [{"from": source, "to": to, "layers": names} for (source, to), names in grouped.items()]
     return rebuilt, rewrites
+
+
+def _fused(out, grouped, source, name):
+    """``out``, or the HardSigmoid it completes when it is the ``* (1/6)`` of ``relu6(x + 3) * (1/6)``."""
+    layer = getattr(getattr(out, "_keras_history", None), "layer", None)
+    if isinstance(layer, ConstantAffine):
+        fused = fuse_hard_sigmoid(layer.name, out)
+        if fused is not None:
+            grouped[f"{source}+ReLU6+ConstantAffine", "HardSigmoid"].append(name)
+            return fused
+    return out

@@ -17,7 +17,7 @@ from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.d
 )
 
 from edge_attn.layers import ChannelMax, ChannelMean
-from edge_attn.normalize.channel_pad import ChannelPad
+from edge_attn.normalize import ChannelPad, ConstantAffine, HardSigmoid, HardSwish
 
 
 def _activation_quantizer():
@@ -83,6 +83,10 @@ EDGE_ATTN_CONFIGS = {
     keras.layers.Conv1D: ConvWeightsQuantizeConfig,
     keras.layers.MaxPooling1D: NoOpQuantizeConfig,
     ChannelPad: NoOpQuantizeConfig,  # zero padding keeps its input's range, like tfmot's ZeroPadding2D
+    ConstantAffine: OutputQuantizeConfig,  # x * c + d: int8 MUL/ADD with a constant operand
+    HardSigmoid: OutputQuantizeConfig,
+    HardSwish: OutputQuantizeConfig,  # TFLite HARD_SWISH: int8 in, int8 out
+    keras.layers.Subtract: OutputQuantizeConfig,
 }
 
 # What quantize_scope needs to deserialize the configs.

@@ -21,13 +21,19 @@ import tensorflow_model_optimization as tfmot
 
 from edge_attn.errors import BadInput
 from edge_attn.qat.configs import CUSTOM_OBJECTS, EDGE_ATTN_CONFIGS, OutputQuantizeConfig
-from edge_attn.qat.graph import rebuild
+from edge_attn.graph import rebuild
 
 _qk = tfmot.quantization.keras
 _DEFAULT_REGISTRY = _qk.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
-# tfmot folds a BatchNormalization into these producers itself (default_8bit_transforms); a BN anywhere
-# else is stand-alone and needs an output config of its own.
+# tfmot folds a BatchNormalization into these producers itself (default_8bit_transforms: only when the
+# producer's activation is linear); a BN anywhere else is stand-alone and needs an output config of its own.
 _BN_FOLDING_PRODUCERS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
+
+
+def _folds_into_producer(batch_norm):
+    producer = _producer(batch_norm)
+    activation = getattr(getattr(producer, "activation", None), "__name__", None)
+    return isinstance(producer, _BN_FOLDING_PRODUCERS) and activation == "linear"
 
 
 @dataclass
@@ -67,7 +73,7 @@ def _producer(layer):
 def _config_for(layer):
     """The edge_attn QuantizeConfig for ``layer``, None for tfmot's default, or "unsupported"."""
     cls = type(layer)
-    if cls is keras.layers.BatchNormalization and isinstance(_producer(layer), _BN_FOLDING_PRODUCERS):
+    if cls is keras.layers.BatchNormalization and _folds_into_producer(layer):
         return None
     if cls in EDGE_ATTN_CONFIGS:
         return EDGE_ATTN_CONFIGS[cls]()

@@ -10,17 +10,20 @@ from edge_attn._keras import keras, tf
 from edge_attn.errors import BadInput
 
 
-def _clone_layer(layer):
-    """A fresh copy of ``layer`` (same config); weights are copied after it is built."""
-    return layer.__class__.from_config(layer.get_config())
+def _clone_layer(layer, name=None):
+    """A fresh copy of ``layer`` (same config, or another name); weights are copied after it is built."""
+    config = layer.get_config()
+    return layer.__class__.from_config({**config, "name": name} if name else config)
 
 
-def rebuild(model, replace=None, name=None):
+def rebuild(model, replace=None, name=None, unshare=False):
     """Return a new functional model computing what ``model`` computes.
 
     ``replace(layer, args, kwargs)`` is called for every layer call; it returns the output tensor(s)
     of a replacement sub-graph, or ``None`` to keep the layer (as a fresh copy with copied weights).
-    Shared layers (one layer called at several places) keep sharing one copy.
+    Shared layers (one layer called at several places) keep sharing one copy, unless ``unshare``: then
+    every further call gets a copy of its own (same weights, named ``<name>_call<k>``), as TFLite
+    duplicates them anyway and each call site needs its own quantization ranges.
     """
     if not getattr(model, "_is_graph_network", False):
         raise BadInput(model.name, "only functional or Sequential Keras models can be rewritten (this is a subclassed model)")
@@ -32,6 +35,7 @@ def rebuild(model, replace=None, name=None):
         tensors[id(original)] = new
         inputs.append(new)
     copies = {}  # id(original layer) -> its fresh copy, so shared layers stay shared
+    calls = {}  # id(original layer) -> calls rebuilt so far
 
     def lookup(value):
         # Symbolic tensors of the original graph carry ``_keras_history``; constants pass through.
@@ -47,8 +51,10 @@ def rebuild(model, replace=None, name=None):
             outputs = replace(layer, args, kwargs) if replace else None
             if outputs is None:
                 copy = copies.get(id(layer))
-                if copy is None:
-                    copy = copies[id(layer)] = _clone_layer(layer)
+                calls[id(layer)] = calls.get(id(layer), 0) + 1
+                if copy is None or unshare:
+                    copy = _clone_layer(layer, None if copy is None else f"{layer.name}_call{calls[id(layer)]}")
+                    copies.setdefault(id(layer), copy)
                     outputs = copy(*args, **kwargs)
                     copy.set_weights(layer.get_weights())
                 else:
