@@ -17,6 +17,7 @@ import shlex
 import signal
 import sys
 import threading
+import traceback
 
 from edge_attn import __version__
 from edge_attn.errors import BadInput, EdgeAttnError
@@ -71,6 +72,21 @@ def _add_force(p):
 def _add_trust(p):
     p.add_argument("--trust-model-code", action="store_true",
                    help="allow Keras Lambda layers: they hold Python code that runs when the model is loaded")
+    p.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="with --trust-model-code: import this module of yours (e.g. your training script) so "
+                        "the names its Lambda layers use resolve (repeatable)")
+    p.add_argument("--code-path", dest="code_paths", action="append", default=[], metavar="DIR",
+                   help="folder to import --import modules from (repeatable)")
+
+
+def _import_user_code(args):
+    if not (getattr(args, "imports", None) or getattr(args, "code_paths", None)):
+        return
+    if not args.trust_model_code:
+        raise BadInput("--import", "runs your module's code; pass --trust-model-code as well")
+    from edge_attn.usercode import import_user_code
+
+    import_user_code(args.imports, args.code_paths)
 
 
 def _input_shape(text):
@@ -445,10 +461,11 @@ def main(argv=None):
     with _interrupts_raise() as received:
         try:
             with _claimed_out(args, argv):
+                _import_user_code(args)
                 return int(args.func(args) or 0)
         except EdgeAttnError as e:
             if args.debug:
-                raise
+                traceback.print_exc()  # the traceback, and still the contract's exit code
             print(f"edge-attn {args.command}: error: {e}", file=sys.stderr)
             return e.exit_code
         except KeyboardInterrupt as e:

@@ -130,14 +130,40 @@ def load_keras_model(path, trust_model_code=False):
     if unknown:
         raise BadInput(path, f"uses custom layers that are neither Keras nor edge_attn layers: {', '.join(unknown)}; "
                              "rebuild the model from standard layers (or register the classes and use the Python API)")
+    from edge_attn.usercode import lambda_globals
+
+    custom_objects = lambda_globals() if trust_model_code else None
     try:
         if path.endswith(".keras"):
-            model = keras.models.load_model(path, compile=False, safe_mode=not trust_model_code)
+            model = keras.models.load_model(path, compile=False, safe_mode=not trust_model_code,
+                                            custom_objects=custom_objects)
         else:
-            model = keras.models.load_model(path, compile=False)
+            model = keras.models.load_model(path, compile=False, custom_objects=custom_objects)
     except Exception as error:  # corrupt archives fail in many ways (zipfile, h5py, json, ValueError)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BadInput(path, f"cannot be loaded as a Keras model: {reason[:300]}") from error
+        raise BadInput(path, f"cannot be loaded as a Keras model: {load_failure_reason(error)}") from error
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise BadInput(path, "loaded, but it is not a functional/Sequential Keras model (subclassed or a bare SavedModel)")
     return model
+
+
+_ROOT_CAUSES = (NameError, ImportError, AttributeError)
+
+
+def load_failure_reason(error):
+    """The most telling line of a load failure: Keras wraps a Lambda's ``NameError`` in "Exception encountered
+    when calling layer ..."; the cause (and the advice to ``--import`` the module defining the name) matters."""
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    for cause in chain:
+        if isinstance(cause, _ROOT_CAUSES):
+            return (f"{type(cause).__name__}: {cause} (a Lambda layer's code uses a name from the module that "
+                    "defined it; pass --import MODULE, with --code-path DIR for where it lives)")
+    text = str(chain[0]).strip()
+    for line in text.splitlines():  # tf-keras puts the original error's text inside its own message
+        stripped = line.strip()
+        if stripped.startswith(tuple(f"{cls.__name__}:" for cls in _ROOT_CAUSES)):
+            return f"{stripped[:300]} (pass --import MODULE for the module that defined it)"
+    return (text.splitlines()[0] if text else type(chain[0]).__name__)[:300]
