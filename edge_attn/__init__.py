@@ -6,3 +6,10 @@ Importing the package is cheap: TensorFlow is imported lazily by the modules tha
 """
 
 __version__ = "0.1.0"
+
+
+def convert(model, **kwargs):
+    """Quantize and convert a Keras model; see :func:`edge_attn.api.convert` (imported on first use)."""
+    from edge_attn.api import convert as _convert
+
+    return _convert(model, **kwargs)

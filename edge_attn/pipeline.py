@@ -18,6 +18,7 @@ import numpy as np
 
 from edge_attn import __version__
 from edge_attn.errors import BadInput
+from edge_attn.failures import model_failure
 
 DEFAULT_FLOAT_EPOCHS = 15
 FLOAT_LEARNING_RATE = 3e-3
@@ -63,6 +64,12 @@ def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=D
 
     if float_epochs < 0:
         raise BadInput("--float-epochs", f"must be 0 or more; Received: {float_epochs}")
+    if is_keras_model(model_spec):  # the Python API: a model the user holds in memory
+        if input_shape is not None:
+            raise BadInput("input_shape", "only applies to registry models; a Keras model has its own input shape")
+        data = load_data(data_spec, input_shape=tuple(model_spec.input_shape[1:]))
+        _check_classes(model_spec, data, data_spec, f"model {model_spec.name!r}")
+        return Reference(model_spec, data, model_spec.name, None, trust_model_code)
     if is_registered(model_spec):
         data = load_data(data_spec, input_shape=input_shape)
         saved = checkpoints.load_float_reference() if checkpoints is not None else None
@@ -90,10 +97,23 @@ def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=D
         raise BadInput("--input-shape", "only applies to registry models; a saved model has its own input shape")
     model = load_keras_model(model_spec, trust_model_code=trust_model_code)
     data = load_data(data_spec, input_shape=tuple(model.input_shape[1:]))
-    outputs = model.output_shape[-1]
-    if outputs != data.num_classes:
-        raise BadInput(data_spec, f"has {data.num_classes} classes but {model_spec} outputs {outputs}")
+    _check_classes(model, data, data_spec, model_spec)
     return Reference(model, data, model_spec, None, trust_model_code)
+
+
+def is_keras_model(value):
+    """True for an in-memory Keras model (checked without importing TensorFlow for strings)."""
+    if isinstance(value, (str, os.PathLike)):
+        return False
+    from edge_attn._keras import keras
+
+    return isinstance(value, keras.Model)
+
+
+def _check_classes(model, data, data_spec, what):
+    outputs = model.output_shape[-1] if not isinstance(model.output_shape, list) else None
+    if outputs != data.num_classes:
+        raise BadInput(data_spec, f"has {data.num_classes} classes but {what} outputs {outputs}")
 
 
 def train_float(model, data, *, epochs, seed=0, progress=True, strategy=None):
@@ -142,28 +162,41 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True, strategy=
         _seed_everything(seed)
         settings = recipe.fine_tune
         epochs = settings.epochs if epochs is None else epochs
-        qat = quantize_aware(reference.model, trust_model_code=reference.trust_model_code)
-        history = qat_finetune(
-            qat, data, epochs=epochs, learning_rate=settings.learning_rate,
-            schedule=settings.schedule, batch_size=settings.batch_size, bn_freeze_steps=settings.bn_freeze_steps,
-            early_stop_patience=settings.early_stop_patience or None,
-            calibration_samples=recipe.calibration_samples, seed=seed, progress=progress, strategy=strategy,
-            checkpoint_dir=checkpoints.training_directory() if checkpoints is not None and epochs > 0 else None,
-            resume=checkpoints is not None and checkpoints.resume)
+        with _failures_reported("quantize", reference.model, reference.source):
+            qat = quantize_aware(reference.model, trust_model_code=reference.trust_model_code)
+        with _failures_reported("fine-tune", qat.float_model, reference.source):
+            history = qat_finetune(
+                qat, data, epochs=epochs, learning_rate=settings.learning_rate,
+                schedule=settings.schedule, batch_size=settings.batch_size, bn_freeze_steps=settings.bn_freeze_steps,
+                early_stop_patience=settings.early_stop_patience or None,
+                calibration_samples=recipe.calibration_samples, seed=seed, progress=progress, strategy=strategy,
+                checkpoint_dir=checkpoints.training_directory() if checkpoints is not None and epochs > 0 else None,
+                resume=checkpoints is not None and checkpoints.resume)
         fine_tune = history.to_dict()
         seconds["qat"] = time.perf_counter() - start
-        to_convert, layer_reference, rewrites = qat.model, qat.float_model, qat.rewrites
+        to_convert, layer_reference, rewrites = qat.deployable(), qat.float_model, qat.rewrites
     else:
         # The lowered (decomposed) float model is float-identical and converts better: CBAM's split
         # spatial conv avoids the CONCATENATION/REDUCE_MAX shared scale that clips post-training int8.
-        to_convert, rewrites = lowered_float_model(reference.model, reference.trust_model_code)
+        with _failures_reported("normalize", reference.model, reference.source):
+            to_convert, rewrites = lowered_float_model(reference.model, reference.trust_model_code)
         layer_reference = to_convert
     if not is_chief(strategy):
         return Quantized(recipe, None, None, fine_tune, rewrites, seconds)
     start = time.perf_counter()
-    tflite = convert_model(to_convert, recipe, representative, name=reference.source)
+    with _failures_reported("convert", to_convert, reference.source):
+        tflite = convert_model(to_convert, recipe, representative, name=reference.source)
     seconds["convert"] = time.perf_counter() - start
     return Quantized(recipe, tflite, layer_reference, fine_tune, rewrites, seconds)
+
+
+@contextlib.contextmanager
+def _failures_reported(stage, model, source):
+    """Any library crash inside the block becomes one BadInput line naming the stage and the layer."""
+    try:
+        yield
+    except Exception as error:
+        raise model_failure(stage, model, error, source) from error
 
 
 def lowered_float_model(model, trust_model_code=False):
@@ -222,6 +255,8 @@ def build_report(reference, quantized, accuracy, layers, latency, *, model_path)
         "float_training": reference.trained,
         "fine_tune": quantized.fine_tune,
         "rewrites": quantized.rewrites,
+        "reference_saved": "normalized (the rewrites above applied; float-identical)" if quantized.rewrites
+                           else "as given",
         "seconds": {k: round(v, 2) for k, v in quantized.seconds.items()},
     }
 
@@ -320,8 +355,22 @@ def write_run(staging, reference, quantized, report, *, save_reference=True):
 
     write_bytes(os.path.join(staging, "model.tflite"), quantized.tflite)
     if save_reference:
-        reference.model.save(os.path.join(staging, "reference.keras"))
+        saved_reference(reference, quantized).save(os.path.join(staging, "reference.keras"))
     write_report(staging, report)
+
+
+def saved_reference(reference, quantized):
+    """The float model written as ``reference.keras``: the normalized one when normalization rewrote
+    layers (float-identical, and free of the user's Lambda code, so a later ``check`` needs no
+    ``--trust-model-code``); the user's own model when there was nothing to rewrite or a Lambda stayed."""
+    if not quantized.rewrites:
+        return reference.model
+    from edge_attn._keras import keras
+    from edge_attn.normalize import normalize
+
+    normalized, _ = normalize(reference.model, trust_model_code=reference.trust_model_code, strict=False)
+    keeps_code = any(isinstance(layer, keras.layers.Lambda) for layer in normalized.layers)
+    return reference.model if keeps_code else normalized
 
 
 def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None, epochs=None,
@@ -341,9 +390,9 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
 
     recipe = load_recipe(recipe_spec)  # bad recipes fail before any training
     task = cluster_task() if check_strategy_name(strategy) == "multi-worker" else None
-    settings = fingerprint(model=model_spec, recipe=recipe, data=data_spec, seed=seed, input_shape=input_shape,
+    settings = fingerprint(model=model_spec if isinstance(model_spec, str) else f"<in-memory {model_spec.name}>", recipe=recipe, data=data_spec, seed=seed, input_shape=input_shape,
                            epochs=(recipe.fine_tune.epochs if epochs is None else epochs) if recipe.qat else None,
-                           float_epochs=float_epochs if is_registered(model_spec) else None)
+                           float_epochs=float_epochs if isinstance(model_spec, str) and is_registered(model_spec) else None)
     checkpoints = RunCheckpoints.open(out_dir, settings, resume=resume, chief=task is None or task.is_chief)
     distribution = create_strategy(strategy)  # before TensorFlow runs any op (see edge_attn.distribute)
     reference = prepare_reference(model_spec, data_spec, input_shape=input_shape, float_epochs=float_epochs,

@@ -103,10 +103,9 @@ def learning_rate_schedule(kind, learning_rate, total_steps):
 
 def outputs_probabilities(model):
     """True when the model ends in a softmax (so the loss must not apply one again)."""
-    last = model.layers[-1]
-    last = getattr(last, "layer", last)  # through a tfmot QuantizeWrapper
-    activation = getattr(last, "activation", None)
-    return isinstance(last, keras.layers.Softmax) or getattr(activation, "__name__", "") == "softmax"
+    from edge_attn.heads import output_head
+
+    return output_head(model) == "softmax"
 
 
 def make_loss(from_logits, distill_weight):

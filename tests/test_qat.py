@@ -109,8 +109,10 @@ def test_calibrated_fake_quant_model_tracks_the_float_model(trained_se, digits):
     low = [v for v in logits_layer.weights if "post_activation_min" in v.name][0].numpy()
     high = [v for v in logits_layer.weights if "post_activation_max" in v.name][0].numpy()
     observed = qat.float_model.predict(digits.x_train[:256], verbose=0)
-    assert low == pytest.approx(min(observed.min(), 0), rel=1e-5)
-    assert high == pytest.approx(max(observed.max(), 0), rel=1e-5)
+    # rel 1e-4: predict() batches differently from the calibration probe, and oneDNN's sums differ by ~1 ulp
+    # per batch size; a range left at tfmot's -6/6 start would be off by > 20%.
+    assert low == pytest.approx(min(observed.min(), 0), rel=1e-4)
+    assert high == pytest.approx(max(observed.max(), 0), rel=1e-4)
 
 
 def test_finetune_keeps_the_model_close_and_freezes_bn(trained_se, digits):

@@ -15,16 +15,39 @@ from edge_attn.litert import make_interpreter, run
 def compare(reference_model, tflite_model, x, y):
     """Run the float Keras ``reference_model`` and ``tflite_model`` (bytes or path) on ``x``; score against ``y``.
 
-    ``y`` holds integer class labels. Returns the dict described in :func:`accuracy_from_outputs`.
+    ``y`` holds integer class labels. Returns the dict described in :func:`accuracy_from_outputs`, plus
+    ``compared_on``: "outputs", or "logits" for a model ending in a softmax/sigmoid (:mod:`edge_attn.heads`):
+    then both sides are the head's input, the TFLite one read from the deployed flatbuffer itself.
     """
+    from edge_attn.convert.inspect import inspect_tflite
+    from edge_attn.heads import split_head, tflite_logits_model
+
     x = np.asarray(x)
     y = _labels(y, len(x))
     expected = tuple(reference_model.input_shape[1:])
     if tuple(x.shape[1:]) != expected:
         raise BadInput("input data", f"samples have shape {tuple(x.shape[1:])}, the reference expects {expected}")
+    reference_logits, head = split_head(reference_model)
+    if head is not None:
+        tflite_bytes = _read_bytes(tflite_model)
+        logits_tflite = tflite_logits_model(tflite_bytes, inspect_tflite(tflite_bytes))
+        if logits_tflite is not None:
+            reference_out = reference_logits.predict(x, batch_size=64, verbose=0)
+            quantized_out = run(make_interpreter(logits_tflite), x)
+            return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "logits", "head": head}
     reference_out = reference_model.predict(x, batch_size=64, verbose=0)
     quantized_out = run(make_interpreter(tflite_model), x)
-    return accuracy_from_outputs(reference_out, quantized_out, y)
+    return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "outputs", "head": head}
+
+
+def _read_bytes(tflite_model):
+    if isinstance(tflite_model, (bytes, bytearray, memoryview)):
+        return bytes(tflite_model)
+    from edge_attn.convert.verify import probe_tflite, verify_tflite
+
+    data = verify_tflite(tflite_model)  # a user's file: verified and probed before LiteRT runs it in-process
+    probe_tflite(data, what=str(tflite_model))
+    return data
 
 
 def accuracy_from_outputs(reference_out, quantized_out, y):

@@ -117,6 +117,9 @@ def normalize(model, trust_model_code=False, strict=True):
     rebuilt = rebuild(model, replace, unshare=True)
     if unsupported and strict:
         raise _refusal(model, unsupported)
+    shared = any(len(layer._inbound_nodes) > 1 for layer in model.layers)
+    if not grouped and not unsupported and not shared:
+        return model, []  # nothing to change (zoo models): the model itself, not a copy
     rewrites = [{"from": source, "to": to, "layers": names} for (source, to), names in grouped.items()]
     return rebuilt, rewrites
 

@@ -20,6 +20,8 @@ from edge_attn._keras import keras
 import tensorflow_model_optimization as tfmot
 
 from edge_attn.errors import BadInput
+from edge_attn.heads import split_head, with_head
+from edge_attn.normalize import normalize
 from edge_attn.qat.configs import CUSTOM_OBJECTS, EDGE_ATTN_CONFIGS, OutputQuantizeConfig
 from edge_attn.graph import rebuild
 
@@ -49,6 +51,11 @@ class QuantizeAware:
     model: keras.Model
     float_model: keras.Model
     rewrites: list = field(default_factory=list)
+    head: str | None = None  # "softmax"/"sigmoid" taken off the output (model and float_model give logits)
+
+    def deployable(self):
+        """The quantize-aware model with its probability head back on: what is converted and shipped."""
+        return with_head(self.model, self.head)
 
 
 def lower_attention(model):
@@ -88,10 +95,9 @@ def quantize_aware(model, trust_model_code=False):
     Raises ``BadInput`` naming every layer that cannot be made quantization-aware. ``trust_model_code``
     lets normalization run ``Lambda`` layers' code to recognise them.
     """
-    from edge_attn.normalize import normalize  # imported here: edge_attn.normalize imports edge_attn.qat
-
     normalized, rewrites = normalize(model, trust_model_code=trust_model_code)
-    lowered = lower_attention(normalized)
+    # Trained and checked on logits; the head goes back on for conversion (QuantizeAware.deployable).
+    lowered, head = split_head(lower_attention(normalized))
     unsupported = [layer for layer in lowered.layers
                    if not isinstance(layer, keras.layers.InputLayer) and _config_for(layer) == "unsupported"]
     if unsupported:
@@ -109,4 +115,4 @@ def quantize_aware(model, trust_model_code=False):
         annotated = keras.models.clone_model(lowered, clone_function=annotate)
         annotated.set_weights(lowered.get_weights())
         quantized = _qk.quantize_apply(annotated)
-    return QuantizeAware(model=quantized, float_model=lowered, rewrites=rewrites)
+    return QuantizeAware(model=quantized, float_model=lowered, rewrites=rewrites, head=head)
