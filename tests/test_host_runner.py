@@ -22,6 +22,7 @@ from edge_attn.convert import convert_model, load_recipe
 from edge_attn.devices import load_profile
 from edge_attn.errors import BadInput
 from edge_attn.runners import LatencyResult, make_runner
+from edge_attn.runners.result import WarmLatency, timed
 from edge_attn.runners.host import HostRunner
 
 INPUT_SHAPE = (8, 8, 1)
@@ -212,10 +213,17 @@ def test_bench_interleaves_model_and_reference_and_reports_the_p50_ratio(models,
     assert model["runs"] == reference["runs"] == RUNS
     assert entry["speedup"] == pytest.approx(reference["p50_ms"] / model["p50_ms"])
     rounds = [r for path, _, r in benchmark_calls if path == models["int8"]]
-    assert model["p50_ms"] == pytest.approx(np.median([r.p50_ms for r in rounds]))
-    assert model["min_ms"] == min(r.min_ms for r in rounds) and model["max_ms"] == max(r.max_ms for r in rounds)
-    assert model["mean_ms"] == pytest.approx(np.average([r.mean_ms for r in rounds], weights=[r.runs for r in rounds]))
-    assert model["min_ms"] <= model["p50_ms"] <= model["p90_ms"] <= model["max_ms"]
+    # the rounds' warm runs (each round's detected warm-up left out) pooled into one sample
+    pooled = np.concatenate([r.times_ms[r.warm.warmup_runs_dropped:] for r in rounds])
+    warm = model["latency_ms"]["warm"]
+    assert warm["runs"] == len(pooled) and warm["runs"] + warm["warmup_runs_dropped"] == RUNS
+    assert model["p50_ms"] == warm["p50"] == pytest.approx(np.median(pooled))
+    assert model["p90_ms"] == pytest.approx(np.percentile(pooled, 90))
+    assert (model["min_ms"], model["max_ms"]) == (pooled.min(), pooled.max())
+    assert model["mean_ms"] == pytest.approx(pooled.mean())
+    assert warm["p50_ci"][0] <= warm["p50"] <= warm["p50_ci"][1]
+    assert model["latency_ms"]["cold_start"] == rounds[0].cold_start_ms  # the first load, not a cached one
+    assert model["latency_ms"]["times"] == [t for r in rounds for t in r.times_ms]
 
     text = format_bench(result)
     assert f"{entry['speedup']:.2f}x" in text and "xnnpack" in text and "alternating with reference" in text
@@ -267,6 +275,18 @@ def test_bench_rejects_bad_input_before_measuring(models, tmp_path, benchmark_ca
 
 
 def test_combining_one_round_is_the_identity():
-    single = LatencyResult(device="d", model="m", delegate="cpu", threads=1, runs=3, p50_ms=2.0, p90_ms=3.0,
-                           min_ms=1.0, max_ms=4.0, mean_ms=2.5)
+    single = LatencyResult(device="d", model="m", delegate="cpu", threads=1, **timed([2.0, 1.0, 4.0]))
     assert combine_rounds([single]) is single
+
+
+def test_combining_rounds_without_per_run_times_takes_medians_over_rounds():
+    """adb rounds carry only benchmark_model's summary: p50 is the median of the rounds' p50s, p90 stays
+    unknown, min/max/mean combine exactly."""
+    def summary(p50, mean, runs):
+        return LatencyResult(device="d", model="m", delegate="cpu", threads=1, target="adb",
+                             warm=WarmLatency(p50=p50, p50_ci=None, p90=None, p95=p50 + 1, min=p50 - 1, max=p50 + 2,
+                                              mean=mean, runs=runs, warmup_runs_dropped=None))
+    combined = combine_rounds([summary(10.0, 10.0, 10), summary(30.0, 30.0, 30), summary(12.0, 12.0, 10)])
+    assert combined.warm.p50 == 12.0 and combined.warm.p90 is None and combined.warm.p95 == 13.0
+    assert (combined.warm.min, combined.warm.max, combined.runs) == (9.0, 32.0, 50)
+    assert combined.warm.mean == pytest.approx((100 + 900 + 120) / 50)
