@@ -174,7 +174,7 @@ def format_bench(result):
         model = entry["model"]
         if model["available"] and model["latency_ms"]["warm"]["warmup_runs_dropped"]:
             lines.append(f"warm-up {entry['delegate']}: the first {model['latency_ms']['warm']['warmup_runs_dropped']} "
-                         f"timed runs were still warming up (MSER-5) and are left out of the warm statistics")
+                         f"timed runs were still warming up (running median not yet settled) and are left out of the warm statistics")
         if entry.get("baseline"):
             lines.append(f"baseline {entry['delegate']}: {entry['baseline']['reason']}")
     if result.get("baseline_saved"):

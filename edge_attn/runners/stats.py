@@ -1,14 +1,16 @@
 """Statistics of run times: warm-up detection, the median's bootstrap confidence interval, and the test
 that tells a real slowdown from a noisy device.
 
-**Warm-up** (:func:`warmup_runs`): MSER-5, the Marginal Standard Error Rule of White (1997) on batch
-means of 5 runs, the truncation rule Hoad, Robinson & Davies (2010, "Automating warm-up length
-estimation", J. Oper. Res. Soc. 61) found the most reliable of 42 they compared. For each candidate
-number ``d`` of leading batches dropped, it computes the squared standard error of the mean of the
-remaining batches, ``sum((z_j - mean)^2) / (k - d)^2``, and drops the ``d`` that minimises it, searching
-only the first half (a minimum later means the series is too short to tell). Dropping runs that are
-slower than the rest lowers the numerator more than the shrinking denominator costs; on a series with no
-warm-up the minimum is at or near zero. Fewer than 4 batches: nothing is dropped.
+**Warm-up** (:func:`warmup_runs`): leading runs are dropped until the running median has settled.
+The steady state is taken from the second half of the runs (assumed warm): its median ``m`` and robust
+spread ``sigma = 1.4826 * MAD``. The runs are cut into batches of 5 from the start; leading batches are
+dropped until the first one whose median is within ``3`` standard errors of a 5-run median
+(``1.2533 * sigma / sqrt(5)``) above ``m``, looking at most at the first half. Medians of batches make
+the rule blind to isolated spikes (a single slow run is load, not warm-up), and only slower batches count
+(a fast start is not warm-up). On independent runs it drops nothing in about 98% of series (measured in
+``tests/test_runner_stats.py``). Fewer than 4 batches: nothing is dropped. (MSER-5, the usual rule of
+simulation output analysis, was tried first: on heavy-tailed latency with spikes it dropped a mean 12%
+of runs from series with no warm-up at all.)
 
 **Confidence interval of p50** (:func:`bootstrap_ci`): the percentile bootstrap of the median with a
 seeded generator (the same runs always give the same interval), 2,000 resamples drawn in chunks so memory
@@ -30,7 +32,8 @@ import math
 
 import numpy as np
 
-MSER_BATCH = 5
+WARMUP_BATCH = 5
+WARMUP_SIGMAS = 3.0
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 ALPHA = 0.01
@@ -44,22 +47,21 @@ def percentile(values, q):
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
-def warmup_runs(times, batch=MSER_BATCH):
-    """How many leading runs of ``times`` are warm-up, by MSER-``batch`` (see the module notes); a multiple
-    of ``batch``."""
+def warmup_runs(times, batch=WARMUP_BATCH, sigmas=WARMUP_SIGMAS):
+    """How many leading runs of ``times`` are warm-up (see the module notes); a multiple of ``batch``."""
     times = np.asarray(times, dtype=np.float64)
-    k = len(times) // batch
-    if k < 4:
+    batches = len(times) // batch
+    if batches < 4:
         return 0
-    z = times[:k * batch].reshape(k, batch).mean(axis=1)
-    candidates = np.arange(k // 2 + 1)
-    # sum over j >= d of (z_j - mean_d)^2 from suffix sums of z and z^2
-    suffix_sum = np.cumsum(z[::-1])[::-1]
-    suffix_sq = np.cumsum((z * z)[::-1])[::-1]
-    remaining = k - candidates
-    sse = suffix_sq[candidates] - suffix_sum[candidates] ** 2 / remaining
-    mser = np.maximum(sse, 0.0) / remaining.astype(np.float64) ** 2
-    return int(np.argmin(mser)) * batch
+    steady = times[len(times) // 2:]
+    median = np.median(steady)
+    sigma = 1.4826 * np.median(np.abs(steady - median))
+    limit = median + sigmas * 1.2533 * sigma / math.sqrt(batch)
+    batch_medians = np.median(times[:batches * batch].reshape(batches, batch), axis=1)
+    for index in range(batches // 2):
+        if batch_medians[index] <= limit:
+            return index * batch
+    return batches // 2 * batch
 
 
 def bootstrap_ci(samples, statistic=np.median, confidence=CONFIDENCE, resamples=BOOTSTRAP_RESAMPLES, seed=0):
