@@ -1,0 +1,112 @@
+"""Per-device latency baselines through ``edge-attn bench --save-baseline/--baseline`` and the result shape.
+
+Verdicts are never asserted on two real measurements compared with each other (that would be a timed
+assertion): the regression case compares a real run with a baseline made 4x faster than a real run, the
+no-regression case with one made 100x slower; everything else is about files, keys and devices."""
+
+import json
+import os
+
+import pytest
+
+from edge_attn._keras import keras
+from edge_attn.cli import main
+from edge_attn.convert import convert_model, load_recipe
+from edge_attn.errors import BadInput
+from edge_attn.runners.baseline import FORMAT, check_against, load_baseline, save_baseline
+from edge_attn.runners.host import HostRunner
+from edge_attn.devices import load_profile
+
+RUNS = "20"
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(3)])
+    path = tmp_path_factory.mktemp("baseline") / "tiny.tflite"
+    path.write_bytes(convert_model(model, load_recipe("f32")))
+    return str(path)
+
+
+def bench(capsys, *args):
+    code = main(["bench", *args, "--runs", RUNS, "--delegate", "xnnpack", "--no-progress"])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def scaled(path, factor, out, **device_changes):
+    """A copy of the baseline at ``path`` with every run time multiplied by ``factor``."""
+    data = json.loads(open(path).read())
+    for entry in data["entries"]:
+        entry["warm_times_ms"] = [t * factor for t in entry["warm_times_ms"]]
+        entry["device"].update(device_changes)
+    out.write_text(json.dumps(data))
+    return str(out)
+
+
+def test_save_then_compare_flags_only_a_real_slowdown(model_path, tmp_path, capsys):
+    saved = tmp_path / "host-baseline.json"
+    code, out, _ = bench(capsys, model_path, "--save-baseline", str(saved))
+    assert code == 0 and f"baseline saved to {saved}" in out
+    data = json.loads(saved.read_text())
+    assert data["format"] == FORMAT and data["version"] == 1
+    (entry,) = data["entries"]
+    assert (entry["model"], entry["delegate"], entry["threads"]) == ("tiny.tflite", "xnnpack", 2)
+    assert entry["device"]["name"] == "host" and entry["device"]["runtime"] == "ai-edge-litert"
+    assert 5 <= len(entry["warm_times_ms"]) <= int(RUNS) and entry["p50_ms"] > 0
+
+    code, out, _ = bench(capsys, model_path, "--baseline", scaled(saved, 0.25, tmp_path / "fast.json"), "--json")
+    result = json.loads(out)
+    check = result["delegates"][0]["baseline"]
+    assert code == 1 and check["status"] == "regressed" and check["comparison"]["ratio"] > 1.1
+    assert check["comparison"]["p_value"] < 0.01
+
+    code, out, _ = bench(capsys, model_path, "--baseline", scaled(saved, 100.0, tmp_path / "slow.json"))
+    assert code == 0 and "baseline xnnpack: no significant regression" in out
+
+
+def test_another_device_or_no_entry_is_not_compared_and_not_a_failure(model_path, tmp_path, capsys):
+    saved = tmp_path / "b.json"
+    bench(capsys, model_path, "--save-baseline", str(saved))
+    other_cpu = scaled(saved, 0.01, tmp_path / "other.json", cpu="Cortex-A76 x4")
+    code, out, _ = bench(capsys, model_path, "--baseline", other_cpu, "--json")
+    check = json.loads(out)["delegates"][0]["baseline"]
+    assert code == 0 and check["status"] == "not compared" and "another device" in check["reason"]
+    code, out, _ = main(["bench", model_path, "--runs", RUNS, "--delegate", "cpu", "--no-progress", "--baseline",
+                         str(saved)]), capsys.readouterr().out, None
+    assert code == 0 and "no baseline entry for tiny.tflite on host (cpu, 2 threads)" in out
+
+
+def test_saving_adds_to_the_entries_and_replaces_the_same_key(model_path, tmp_path):
+    runner = HostRunner(load_profile("host"))
+    saved = tmp_path / "b.json"
+    first = runner.benchmark(model_path, delegate="cpu", runs=10, warmup=1)
+    save_baseline(saved, [first, runner.benchmark(model_path, delegate="xnnpack", runs=10, warmup=1)])
+    again = runner.benchmark(model_path, delegate="cpu", runs=12, warmup=1)
+    assert save_baseline(saved, [again]) == 2
+    entries = load_baseline(saved)
+    assert len(entries["host", "tiny.tflite", "cpu", 2]["warm_times_ms"]) == len(again.steady_times_ms)
+    assert entries["host", "tiny.tflite", "cpu", 2]["warm_times_ms"] == list(again.steady_times_ms)
+    assert check_against(again, entries).comparison.ratio == pytest.approx(1.0)  # itself: ratio 1
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not a latency baseline file"),
+    ('{"format": "something-else"}', "not a latency baseline file"),
+    (json.dumps({"format": FORMAT, "version": 99, "entries": []}), "version 99"),
+    (json.dumps({"format": FORMAT, "version": 1, "entries": [{"model": "x"}]}), "entries[0]"),
+])
+def test_bad_baseline_files_are_bad_input_before_anything_is_measured(model_path, tmp_path, capsys, content, message):
+    bad = tmp_path / "bad.json"
+    bad.write_text(content)
+    with pytest.raises(BadInput, match=message.replace("[", r"\[")):
+        load_baseline(bad)
+    for flag in ("--baseline", "--save-baseline"):
+        code, out, err = bench(capsys, model_path, flag, str(bad))
+        assert code == 2 and "bad.json" in err and message in err and "Traceback" not in err and out == ""
+        assert bad.read_text() == content  # left as it was
+    code, _, err = bench(capsys, model_path, "--baseline", str(tmp_path / "none.json"))
+    assert code == 2 and "record one with --save-baseline" in err
