@@ -1,8 +1,8 @@
 """Per-device latency baselines through ``edge-attn bench --save-baseline/--baseline`` and the result shape.
 
 Verdicts are never asserted on two real measurements compared with each other (that would be a timed
-assertion): the regression case compares a real run with a baseline made 4x faster than a real run, the
-no-regression case with one made 100x slower; everything else is about files, keys and devices."""
+assertion): the regression case compares a real run with a baseline made 50x faster than a real run, the
+no-regression case with one made 100x slower (runs of a tiny model are ~1 µs: the margins are wide); everything else is about files, keys and devices."""
 
 import json
 import os
@@ -57,7 +57,7 @@ def test_save_then_compare_flags_only_a_real_slowdown(model_path, tmp_path, caps
     assert entry["device"]["name"] == "host" and entry["device"]["runtime"] == "ai-edge-litert"
     assert 5 <= len(entry["warm_times_ms"]) <= int(RUNS) and entry["p50_ms"] > 0
 
-    code, out, _ = bench(capsys, model_path, "--baseline", scaled(saved, 0.25, tmp_path / "fast.json"), "--json")
+    code, out, _ = bench(capsys, model_path, "--baseline", scaled(saved, 0.02, tmp_path / "fast.json"), "--json")
     result = json.loads(out)
     check = result["delegates"][0]["baseline"]
     assert code == 1 and check["status"] == "regressed" and check["comparison"]["ratio"] > 1.1

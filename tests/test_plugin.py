@@ -111,13 +111,13 @@ def test_save_baseline_then_fail_only_on_a_significant_regression(pytester, mode
     first.stdout.fnmatch_lines(["*SKIPPED*no baseline file*dev-baseline.json yet*"])
     assert baseline.exists()
 
-    scale_baseline(baseline, 0.25)  # the baseline made 4x faster than what was measured: a clear regression
+    scale_baseline(baseline, 0.02)  # the baseline made 50x faster than what was measured: a clear regression
     slower = pytester.runpytest(*plugin_args(), *device, "--edge-baseline", str(baseline))
     slower.assert_outcomes(failed=1)
     slower.stdout.fnmatch_lines(["*tiny.tflite: REGRESSION: p50 x* of the baseline*Mann-Whitney p = *"
                                  "on device 'dev' with delegate 'xnnpack'*cold start*device *ai-edge-litert*"])
 
-    scale_baseline(baseline, 400)  # now 100x slower than measured: faster is not a regression
+    scale_baseline(baseline, 2500)  # now 50x slower than measured: faster is not a regression
     pytester.runpytest(*plugin_args(), *device, "--edge-baseline", str(baseline)).assert_outcomes(passed=1)
 
 
@@ -130,3 +130,15 @@ def test_no_baseline_given_skips_and_a_bad_file_is_a_usage_error(pytester, model
     result = pytester.runpytest(*plugin_args(), "--edge-baseline", str(bad))
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--edge-baseline: *bad.json: not a latency baseline file*"])
+
+
+def test_a_budget_test_also_fails_on_a_regression_when_a_baseline_is_given(pytester, model_path):
+    pytester.makefile(".toml", dev='name = "dev"\nkind = "host"\nruns = 20\nwarmup = 1\n[budgets_ms]\ndefault = 1e6\n')
+    pytester.makepyfile(TEST_FILE.format(model=model_path))
+    device = ["--edge-device", str(pytester.path / "dev.toml")]
+    baseline = pytester.path / "b.json"
+    pytester.runpytest(*plugin_args(), *device, "--edge-save-baseline", str(baseline)).assert_outcomes(passed=1)
+    scale_baseline(baseline, 0.02)
+    within_budget_but_slower = pytester.runpytest(*plugin_args(), *device, "--edge-baseline", str(baseline))
+    within_budget_but_slower.assert_outcomes(failed=1)
+    within_budget_but_slower.stdout.fnmatch_lines(["*tiny.tflite: REGRESSION: p50 x*"])
