@@ -44,7 +44,8 @@ from edge_attn.runners.delegation import (NATIVE_ERROR, compiled_model_placement
                                           xnnpack_placement)
 from edge_attn.runners.result import DeviceInfo, LatencyResult, timed
 from edge_attn.runners.settings import ENGINES, check_settings
-from edge_attn.runners.timing import peak_rss_growth_mb, random_input, reset_peak_rss, timed_session
+from edge_attn.runners.timing import (fill_compiled_model_inputs, fill_interpreter_inputs, peak_rss_growth_mb,
+                                     reset_peak_rss, timed_session)
 
 _PROBE_SET_UP = {"cpu": "builtin", "xnnpack": "default"}  # the Interpreter set-up probe_tflite tries for each
 _NO_OP_PROFILE = ("per-op profiles are measured for the Interpreter with XNNPACK (each op cut out and timed "
@@ -154,14 +155,10 @@ def measure_interpreter(model, delegate, threads, warmup, runs, deadline):
             raise BadInput(what, f"cannot be loaded as a TFLite model ({str(e).strip().splitlines()[0]})") from e
         return interpreter
 
-    def fill_inputs(interpreter):
-        rng = np.random.default_rng(0)
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
-        return interpreter.invoke
-
+    rng = np.random.default_rng(0)
     try:
-        interpreter, session = timed_session(load, fill_inputs, warmup, runs, deadline)
+        interpreter, session = timed_session(load, lambda interpreter: fill_interpreter_inputs(interpreter, rng),
+                                             warmup, runs, deadline)
     except RuntimeError as e:  # a kernel that refuses the model only when it runs
         raise BadInput(what, f"LiteRT failed running it ({str(e).strip().splitlines()[0]})") from e
     nodes = interpreter._get_ops_details()
@@ -199,19 +196,9 @@ def _run_compiled_model(path, delegate, threads, warmup, runs, deadline, total_o
     kernel_mode = CpuKernelMode.BUILTIN if delegate == "cpu" else CpuKernelMode.XNNPACK
     options = Options(accelerators, cpu_options=CpuOptions(num_threads=threads, kernel_mode=kernel_mode))
 
-    def fill_inputs(model):
-        signature = next(iter(model.get_signature_list()))  # the first signature, as benchmark_litert_model runs
-        rng = np.random.default_rng(0)
-        inputs = {}
-        for name, detail in model.get_input_tensor_details(signature).items():
-            inputs[name] = model.create_input_buffer_by_name(signature, name)
-            inputs[name].write(random_input(rng, detail["dtype"], tuple(detail["shape"])))
-        outputs = {name: model.create_output_buffer_by_name(signature, name)
-                   for name in model.get_output_tensor_details(signature)}
-        return lambda: model.run_by_name(signature, inputs, outputs)
-
-    model, session = timed_session(lambda: CompiledModel.from_file(path, options=options), fill_inputs, warmup,
-                                   runs, deadline)
+    rng = np.random.default_rng(0)
+    model, session = timed_session(lambda: CompiledModel.from_file(path, options=options),
+                                   lambda model: fill_compiled_model_inputs(model, rng), warmup, runs, deadline)
     if delegate == "cpu":
         return session, no_delegate(total_ops)
     fully = model.is_fully_accelerated()

@@ -101,7 +101,7 @@ def _bench(interpreter_module, args):
     if args.delegate == "gpu":
         try:
             model, session = timing.timed_session(lambda: _compiled_model_on_gpu(args.model, args.threads),
-                                                  lambda model: _fill_compiled_model(model, rng),
+                                                  lambda model: timing.fill_compiled_model_inputs(model, rng),
                                                   args.warmup, args.runs, deadline)
         except (ImportError, RuntimeError, ValueError) as e:
             # LiteRT's exceptions are often only source locations ("ERROR: [compiled_model.cc:1036]"); the
@@ -113,14 +113,9 @@ def _bench(interpreter_module, args):
         return {**session, "peak_memory_mb": timing.peak_rss_growth_mb(baseline_kib), "ops": None,
                 "fully_accelerated": model.is_fully_accelerated(), **about}
 
-    def fill_inputs(interpreter):
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], timing.random_input(rng, detail["dtype"], tuple(detail["shape"])))
-        return interpreter.invoke
-
     interpreter, session = timing.timed_session(
-        lambda: _load(interpreter_module, args.model, args.delegate, args.threads), fill_inputs,
-        args.warmup, args.runs, deadline)
+        lambda: _load(interpreter_module, args.model, args.delegate, args.threads),
+        lambda interpreter: timing.fill_interpreter_inputs(interpreter, rng), args.warmup, args.runs, deadline)
     ops = None
     if hasattr(interpreter, "_get_ops_details"):
         ops = [{"op_name": node["op_name"], "inputs": [int(t) for t in node["inputs"]],
@@ -137,17 +132,6 @@ def _compiled_model_on_gpu(path, threads):
 
     options = Options(HardwareAccelerator.GPU | HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=threads))
     return CompiledModel.from_file(path, options=options)
-
-
-def _fill_compiled_model(model, rng):
-    signature = next(iter(model.get_signature_list()))
-    inputs = {}
-    for name, detail in model.get_input_tensor_details(signature).items():
-        inputs[name] = model.create_input_buffer_by_name(signature, name)
-        inputs[name].write(timing.random_input(rng, detail["dtype"], tuple(detail["shape"])))
-    outputs = {name: model.create_output_buffer_by_name(signature, name)
-               for name in model.get_output_tensor_details(signature)}
-    return lambda: model.run_by_name(signature, inputs, outputs)
 
 
 def _outputs(interpreter_module, args, npz_bytes):

@@ -27,6 +27,26 @@ def random_input(rng, dtype, shape):
     return rng.standard_normal(shape).astype(dtype)
 
 
+def fill_interpreter_inputs(interpreter, rng):
+    """Set every input of a LiteRT Interpreter to random data of its type; return its invoke function."""
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
+    return interpreter.invoke
+
+
+def fill_compiled_model_inputs(model, rng):
+    """Input and output buffers of a LiteRT CompiledModel's first signature (the one
+    ``benchmark_litert_model`` runs), inputs filled with random data; return its run function."""
+    signature = next(iter(model.get_signature_list()))
+    inputs = {}
+    for name, detail in model.get_input_tensor_details(signature).items():
+        inputs[name] = model.create_input_buffer_by_name(signature, name)
+        inputs[name].write(random_input(rng, detail["dtype"], tuple(detail["shape"])))
+    outputs = {name: model.create_output_buffer_by_name(signature, name)
+               for name in model.get_output_tensor_details(signature)}
+    return lambda: model.run_by_name(signature, inputs, outputs)
+
+
 def time_runs(invoke, warmup, runs, deadline):
     """Milliseconds of each timed ``invoke()`` after ``warmup`` untimed ones, stopping after ``deadline``
     (a ``time.perf_counter()`` value)."""
