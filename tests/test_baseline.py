@@ -110,3 +110,33 @@ def test_bad_baseline_files_are_bad_input_before_anything_is_measured(model_path
         assert bad.read_text() == content  # left as it was
     code, _, err = bench(capsys, model_path, "--baseline", str(tmp_path / "none.json"))
     assert code == 2 and "record one with --save-baseline" in err
+
+
+def synthetic(model_path, times):
+    """A host result with the given warm run times (no real measurement), for the session arithmetic."""
+    from edge_attn.runners.result import LatencyResult, timed
+
+    return LatencyResult(device="host", model=model_path, delegate="xnnpack", threads=2, **timed(list(times)))
+
+
+def test_recorded_sessions_spread_raises_the_minimum_effect(model_path, tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    runs = lambda scale: scale * rng.lognormal(0, 0.02, 40)  # noqa: E731 - tight runs: every shift is significant
+    saved = tmp_path / "b.json"
+    save_baseline(saved, [synthetic(model_path, runs(1.0))])
+    current = synthetic(model_path, runs(1.2))
+    one_session = check_against(current, load_baseline(saved))
+    assert one_session.regressed and one_session.comparison.min_effect == pytest.approx(0.10)
+
+    save_baseline(saved, [synthetic(model_path, runs(1.3))])  # a second session 30% apart: a noisy device
+    entries = load_baseline(saved)
+    (entry,) = entries.values()
+    assert len(entry["session_p50s_ms"]) == 2 and entry["session_p50s_ms"][1] / entry["session_p50s_ms"][0] > 1.25
+    # against the latest session (1.3) the current run is faster; against the spread, 20% slower than the
+    # first session is within what the device did between recorded sessions
+    save_baseline(saved, [synthetic(model_path, runs(1.0))])
+    spread = check_against(current, load_baseline(saved))
+    assert not spread.regressed and spread.comparison.min_effect > 0.25 and "recorded sessions' spread" in spread.reason
+    assert check_against(synthetic(model_path, runs(1.6)), load_baseline(saved)).regressed  # beyond the spread

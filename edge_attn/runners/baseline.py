@@ -5,12 +5,20 @@ A baseline file is JSON (``edge-attn bench --save-baseline FILE``, ``pytest --ed
     {"format": "edge_attn.latency-baseline", "version": 1,
      "entries": [{"device": {...fingerprint...}, "model": "se_resnet20-int8.tflite", "model_sha256": "...",
                   "delegate": "xnnpack", "threads": 2, "warm_times_ms": [...], "p50_ms": ...,
-                  "p50_ci_ms": [low, high], "cold_start_ms": ..., "recorded_utc": "..."}]}
+                  "p50_ci_ms": [low, high], "cold_start_ms": ..., "recorded_utc": "...",
+                  "session_p50s_ms": [...]}]}
 
 An entry is found by device (profile) name, model file name, delegate and threads, so a rebuilt model of
 the same name is compared with the one recorded. The check (:func:`check_against`) runs the test of
 :func:`edge_attn.runners.stats.compare_runs` on the warm runs (after the detected warm-up) and is
-``"not compared"`` — never a failure — when there is no entry, when the baseline was recorded on another
+Runs within one session are not independent of the session: a phone's thermal state, background load
+or where the allocator put the arena shift a whole session. Saving again into the same file adds the
+session's p50 to ``session_p50s_ms`` (the last MAX_SESSIONS kept, the warm runs of the latest kept), and
+the minimum effect a regression must exceed becomes at least the spread of those recorded p50s (largest /
+smallest − 1): a device that moved 25% between recorded sessions must be more than 25% slower to fail.
+Record the baseline two or three times on a noisy device.
+
+The check is ``"not compared"`` — never a failure — when there is no entry, when the baseline was recorded on another
 CPU, SoC or architecture (or one side is emulated), or when a side has no per-run times (adb's
 ``benchmark_model``). A changed runtime version is compared and said.
 """
@@ -28,6 +36,7 @@ from edge_attn.runners import stats
 FORMAT = "edge_attn.latency-baseline"
 VERSION = 1
 _SAME_DEVICE_FIELDS = ("arch", "cpu", "soc", "emulated")
+MAX_SESSIONS = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +107,10 @@ def save_baseline(path, results):
     entries = load_baseline(path, must_exist=False)
     for result in results:
         if result.available and result.steady_times_ms:
-            entries[entry_key(result.device, result.model, result.delegate, result.threads)] = baseline_entry(result)
+            key = entry_key(result.device, result.model, result.delegate, result.threads)
+            earlier = entries.get(key, {}).get("session_p50s_ms") or []
+            entry = baseline_entry(result)
+            entries[key] = entry | {"session_p50s_ms": (list(earlier) + [entry["p50_ms"]])[-MAX_SESSIONS:]}
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             json.dump({"format": FORMAT, "version": VERSION, "entries": list(entries.values())}, f, indent=1)
@@ -121,10 +133,15 @@ def check_against(result, entries, alpha=stats.ALPHA, min_effect=stats.MIN_EFFEC
         if recorded.get(field) is not None and current.get(field) is not None and recorded[field] != current[field]:
             return BaselineCheck("not compared", f"{what}: the baseline was recorded on another device "
                                                  f"({field} {recorded[field]!r}, now {current[field]!r})")
-    comparison = stats.compare_runs(result.steady_times_ms, entry["warm_times_ms"], alpha=alpha, min_effect=min_effect)
+    sessions = [float(p) for p in entry.get("session_p50s_ms") or [] if p]
+    session_spread = max(sessions) / min(sessions) - 1 if len(sessions) >= 2 else 0.0
+    comparison = stats.compare_runs(result.steady_times_ms, entry["warm_times_ms"], alpha=alpha,
+                                    min_effect=max(min_effect, session_spread))
     if comparison is None:
         return BaselineCheck("not compared", f"{what}: fewer than {stats.MIN_RUNS_TO_COMPARE} warm runs on a side")
     reason = comparison.summary()
+    if session_spread > min_effect:
+        reason += f"; minimum effect raised to the {len(sessions)} recorded sessions' spread of {session_spread:.0%}"
     if recorded.get("runtime_version") != current.get("runtime_version"):
         reason += (f"; runtime changed: {recorded.get('runtime')} {recorded.get('runtime_version')} -> "
                    f"{current.get('runtime')} {current.get('runtime_version')}")
