@@ -56,7 +56,7 @@ from dataclasses import dataclass, field
 
 from edge_attn.convert import inspect_tflite
 from edge_attn.errors import BadInput
-from edge_attn.runners import machine
+import edge_attn.runners.machine as machine
 from edge_attn.runners.command_line import ABSOLUTE_PATH, CPU_MASK, SERIAL, checked, checked_remote_dir
 from edge_attn.runners.delegation import delegate_kernels_placement
 from edge_attn.runners.result import DeviceInfo, LatencyResult, WarmLatency

@@ -31,7 +31,7 @@ import os
 
 from edge_attn.atomic import atomic_path
 from edge_attn.errors import BadInput
-from edge_attn.runners import stats
+import edge_attn.runners.stats as stats
 
 FORMAT = "edge_attn.latency-baseline"
 VERSION = 1

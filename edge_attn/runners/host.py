@@ -39,7 +39,7 @@ from edge_attn.convert import inspect_tflite
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import Interpreter, OpResolverType
-from edge_attn.runners import machine
+import edge_attn.runners.machine as machine
 from edge_attn.runners.delegation import (NATIVE_ERROR, compiled_model_placement, no_delegate,
                                           xnnpack_placement)
 from edge_attn.runners.result import DeviceInfo, LatencyResult, timed

@@ -31,7 +31,8 @@ import sys
 import time
 
 if __package__:  # imported on the host, as part of edge_attn
-    from edge_attn.runners import machine, timing
+    import edge_attn.runners.machine as machine
+    import edge_attn.runners.timing as timing
 else:  # run on the board: the siblings were copied into this script's folder (sys.path[0])
     import machine
     import timing

@@ -16,7 +16,7 @@ NaN through the float properties.
 import dataclasses
 import math
 
-from edge_attn.runners import stats
+import edge_attn.runners.stats as stats
 
 
 @dataclasses.dataclass(frozen=True)

@@ -44,7 +44,9 @@ import numpy as np
 from edge_attn.convert import inspect_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import dequantize, make_interpreter, quantize
-from edge_attn.runners import machine, remote_bench, timing
+import edge_attn.runners.machine as machine
+import edge_attn.runners.remote_bench as remote_bench
+import edge_attn.runners.timing as timing
 from edge_attn.runners.command_line import COMMAND, HOST, USER, checked, checked_remote_dir
 from edge_attn.runners.delegation import NATIVE_ERROR, compiled_model_placement, no_delegate, xnnpack_placement
 from edge_attn.runners.host import NNAPI_ELSEWHERE
