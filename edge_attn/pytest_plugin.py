@@ -56,6 +56,11 @@ def pytest_configure(config):
     if device != DEFAULT_DEVICE:  # a typo is a usage error up front, not an error in every test
         config.stash[_PROFILE] = _load_profile(device)
     config.stash[_RECORDED] = []
+    alpha, min_effect = config.getoption("edge_alpha"), config.getoption("edge_min_effect")
+    if alpha is not None and not 0 < alpha < 1:
+        raise pytest.UsageError(f"--edge-alpha: expected a significance level between 0 and 1, got {alpha:g}")
+    if min_effect is not None and min_effect < 0:
+        raise pytest.UsageError(f"--edge-min-effect: expected a fraction >= 0 (0.10 is 10%), got {min_effect:g}")
     baseline = config.getoption("edge_baseline")
     if baseline is not None:
         from edge_attn.errors import BadInput

@@ -142,3 +142,11 @@ def test_a_budget_test_also_fails_on_a_regression_when_a_baseline_is_given(pytes
     within_budget_but_slower = pytester.runpytest(*plugin_args(), *device, "--edge-baseline", str(baseline))
     within_budget_but_slower.assert_outcomes(failed=1)
     within_budget_but_slower.stdout.fnmatch_lines(["*tiny.tflite: REGRESSION: p50 x*"])
+
+
+@pytest.mark.parametrize("option, value, message", [("--edge-alpha", "1.5", "between 0 and 1"),
+                                                     ("--edge-min-effect", "-0.1", "fraction >= 0")])
+def test_bad_test_settings_are_usage_errors(pytester, option, value, message):
+    result = pytester.runpytest(*plugin_args(), option, value)
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*{option}: expected*{message}*"])
