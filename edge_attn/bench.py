@@ -25,6 +25,7 @@ from tqdm.auto import tqdm
 
 from edge_attn.convert import inspect_tflite
 from edge_attn.devices import load_profile
+from edge_attn.errors import BadInput
 from edge_attn.runners import make_runner
 from edge_attn.runners.baseline import check_against, load_baseline, save_baseline
 from edge_attn.runners.result import WarmLatency
@@ -34,7 +35,7 @@ MAX_ROUNDS = 5
 
 
 def run_bench(model, device="host", delegates=None, threads=None, runs=None, reference=None, progress=True,
-              op_profile=False, baseline=None, save_baseline_to=None):
+              op_profile=False, baseline=None, save_baseline_to=None, alpha=None, min_effect=None):
     """Measure ``model`` on ``device`` (a profile name or path) with each delegate.
 
     ``delegates``, ``threads`` and ``runs`` default to the profile's. Returns plain data: ``device``,
@@ -47,11 +48,13 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     ``op_profile``: the model's first round per delegate also records where the time goes, per op type
     (the entry's ``model.op_profile``; a note where the runner cannot profile). ``save_baseline_to``: a
     baseline file this run's model results are added to (the result's ``baseline_saved`` names it).
+    ``alpha``, ``min_effect``: the regression test's settings (:mod:`edge_attn.runners.stats` defaults).
     """
     profile = load_profile(device)
     delegates = check_delegates(profile.delegates if delegates is None else delegates)
     threads = check_count("threads", profile.threads if threads is None else threads)
     runs = check_count("runs", profile.runs if runs is None else runs)
+    test_settings = _check_test_settings(alpha, min_effect)
     baseline_entries = load_baseline(baseline) if baseline is not None else None  # a bad file fails first
     if save_baseline_to is not None:
         load_baseline(save_baseline_to, must_exist=False)
@@ -78,7 +81,7 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
                     bar.update()
             results = [combine_rounds(done) for done in measured]
             model_results.append(results[0])
-            check = check_against(results[0], baseline_entries) if baseline_entries is not None else None
+            check = check_against(results[0], baseline_entries, **test_settings) if baseline_entries is not None else None
             entries.append(_entry(delegate, results[0], results[1] if reference is not None else None, budget, check))
     if save_baseline_to is not None:
         save_baseline(save_baseline_to, model_results)
@@ -112,6 +115,19 @@ def combine_rounds(results):
         min=min(r.warm.min for r in results), max=max(r.warm.max for r in results),
         mean=sum(r.warm.mean * r.warm.runs for r in results) / runs)
     return dataclasses.replace(first, warm=warm, **combined)
+
+
+def _check_test_settings(alpha, min_effect):
+    settings = {}
+    if alpha is not None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            raise BadInput("alpha", f"expected a significance level between 0 and 1, got {alpha!r}")
+        settings["alpha"] = float(alpha)
+    if min_effect is not None:
+        if isinstance(min_effect, bool) or not isinstance(min_effect, (int, float)) or not 0 <= min_effect < 100:
+            raise BadInput("min-effect", f"expected a fraction >= 0 (0.10 is 10%), got {min_effect!r}")
+        settings["min_effect"] = float(min_effect)
+    return settings
 
 
 def _median_or_none(values):

@@ -258,7 +258,8 @@ def cmd_bench(args):
 
     result = run_bench(args.model, device=args.device, delegates=args.delegate, threads=args.threads,
                        runs=args.runs, reference=args.reference, progress=not args.no_progress,
-                       op_profile=args.op_profile, baseline=args.baseline, save_baseline_to=args.save_baseline)
+                       op_profile=args.op_profile, baseline=args.baseline, save_baseline_to=args.save_baseline,
+                       alpha=args.alpha, min_effect=args.min_effect)
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
     failed = [entry for entry in result["delegates"] if entry["within_budget"] is False
               or (entry["baseline"] or {}).get("status") == "regressed"]
@@ -357,6 +358,9 @@ def build_parser():
     p.add_argument("--baseline", metavar="FILE",
                    help="latency baseline JSON: exit 1 on a statistically significant regression against it")
     p.add_argument("--save-baseline", metavar="FILE", help="add this run's results to a latency baseline JSON")
+    p.add_argument("--alpha", type=float, help="significance level of the regression test (default 0.01)")
+    p.add_argument("--min-effect", type=float, metavar="FRACTION",
+                   help="smallest p50 slowdown that counts as a regression (default 0.10: 10%%)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
     p.set_defaults(func=cmd_bench)

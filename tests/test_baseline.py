@@ -65,6 +65,11 @@ def test_save_then_compare_flags_only_a_real_slowdown(model_path, tmp_path, caps
 
     code, out, _ = bench(capsys, model_path, "--baseline", scaled(saved, 100.0, tmp_path / "slow.json"))
     assert code == 0 and "baseline xnnpack: no significant regression" in out
+    # 50x slower than the baseline is still below a minimum effect of 100x
+    code, out, _ = bench(capsys, model_path, "--baseline", str(tmp_path / "fast.json"), "--min-effect", "99")
+    assert code == 0 and "fails at p < 0.01 and x >= 100" in out
+    code, _, err = bench(capsys, model_path, "--baseline", str(saved), "--alpha", "2")
+    assert code == 2 and "alpha" in err and "between 0 and 1" in err
 
 
 def test_another_device_or_no_entry_is_not_compared_and_not_a_failure(model_path, tmp_path, capsys):
