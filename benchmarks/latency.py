@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-from edge_attn.runners.remote_bench import time_runs  # the timing loop edge_attn's runners use
+from edge_attn.runners.timing import time_runs  # the timing loop edge_attn's runners use
 
 MODELS = ("resnet50", "se_resnet50", "cbam_resnet50")
 CALIBRATION_SAMPLES = 8

@@ -4,15 +4,20 @@ reference measured in the same run.
 With a reference, the runs are split into rounds and the two models alternate round by round (model,
 reference, model, reference, ...), so that drift of the machine (thermal throttling, other load) hits
 both alike; the speed-up is the ratio of their p50s (reference / model: above 1 the model is faster).
-Each round is one ``runner.benchmark`` call with its own warm-up, so this works with every runner of
-the protocol in :mod:`edge_attn.runners.base`. The rounds' statistics are combined: min of the minima,
-max of the maxima, the run-weighted mean, and for p50 and p90 the median over rounds of each round's
-value (robust to a round that caught a burst of load). Without a reference there is one round and the
-statistics are exact.
+Each round is one ``runner.benchmark`` call with its own cold start and warm-up, so this works with
+every runner of the protocol in :mod:`edge_attn.runners.base`. The rounds are combined by pooling the
+warm runs of every round (each round's detected warm-up left out) and summarising them as one sample;
+the cold start is the first round's (later rounds load a file already in the page cache). Where a
+runner reports no per-run times (adb), p50 and p90 are the median over rounds of each round's value.
+Without a reference there is one round.
+
+``baseline``: a baseline file (:mod:`edge_attn.runners.baseline`); each delegate's warm runs are tested
+against the entry for this device, model name, delegate and threads, and a statistically significant
+regression (Mann–Whitney U and a minimum effect, :mod:`edge_attn.runners.stats`) is a failed check.
+``save_baseline``: write this run's results into a baseline file (added to the entries already there).
 """
 
 import dataclasses
-import math
 import os
 import statistics
 
@@ -21,13 +26,16 @@ from tqdm.auto import tqdm
 from edge_attn.convert import inspect_tflite
 from edge_attn.devices import load_profile
 from edge_attn.errors import BadInput
-from edge_attn.runners import DELEGATES, make_runner
+from edge_attn.runners import make_runner
+from edge_attn.runners.baseline import check_against, load_baseline, save_baseline
+from edge_attn.runners.result import WarmLatency
+from edge_attn.runners.settings import check_count, check_delegates
 
 MAX_ROUNDS = 5
 
 
 def run_bench(model, device="host", delegates=None, threads=None, runs=None, reference=None, progress=True,
-              op_profile=False):
+              op_profile=False, baseline=None, save_baseline_to=None, alpha=None, min_effect=None):
     """Measure ``model`` on ``device`` (a profile name or path) with each delegate.
 
     ``delegates``, ``threads`` and ``runs`` default to the profile's. Returns plain data: ``device``,
@@ -35,14 +43,21 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     profile's p50 budget for this model, or None) and ``delegates``: one entry per delegate with
     ``model`` and ``reference`` (LatencyResult dicts, with None for the timings of an unavailable
     delegate; ``reference`` None without one), ``speedup`` (reference p50 / model p50, None unless both
-    ran) and ``within_budget`` (None without a budget or a measurement). ``op_profile``: the model's
-    first round per delegate also records where the time goes, per op type (the entry's
-    ``model.op_profile``; a note where the runner cannot profile).
+    ran), ``within_budget`` (None without a budget or a measurement) and ``baseline`` (the
+    :class:`~edge_attn.runners.baseline.BaselineCheck` as a dict, None without ``baseline``).
+    ``op_profile``: the model's first round per delegate also records where the time goes, per op type
+    (the entry's ``model.op_profile``; a note where the runner cannot profile). ``save_baseline_to``: a
+    baseline file this run's model results are added to (the result's ``baseline_saved`` names it).
+    ``alpha``, ``min_effect``: the regression test's settings (:mod:`edge_attn.runners.stats` defaults).
     """
     profile = load_profile(device)
-    delegates = _check_delegates(profile.delegates if delegates is None else delegates)
-    threads = _check_count("threads", profile.threads if threads is None else threads)
-    runs = _check_count("runs", profile.runs if runs is None else runs)
+    delegates = check_delegates(profile.delegates if delegates is None else delegates)
+    threads = check_count("threads", profile.threads if threads is None else threads)
+    runs = check_count("runs", profile.runs if runs is None else runs)
+    test_settings = _check_test_settings(alpha, min_effect)
+    baseline_entries = load_baseline(baseline) if baseline is not None else None  # a bad file fails first
+    if save_baseline_to is not None:
+        load_baseline(save_baseline_to, must_exist=False)
     models = [os.fspath(model)] + ([os.fspath(reference)] if reference is not None else [])
     for path in models:
         inspect_tflite(path)  # a bad model fails before any device is contacted
@@ -51,7 +66,7 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     round_runs = [runs // rounds + (i < runs % rounds) for i in range(rounds)]
     budget = profile.budget_for(model)
 
-    entries = []
+    entries, model_results = [], []
     with tqdm(total=len(delegates) * rounds * len(models), desc=f"bench {os.path.basename(models[0])}",
               unit="round", disable=not progress, leave=False) as bar:
         for delegate in delegates:
@@ -65,11 +80,17 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
                                                      warmup=profile.warmup, op_profile=profiled))
                     bar.update()
             results = [combine_rounds(done) for done in measured]
-            entries.append(_entry(delegate, results[0], results[1] if reference is not None else None, budget))
+            model_results.append(results[0])
+            check = check_against(results[0], baseline_entries, **test_settings) if baseline_entries is not None else None
+            entries.append(_entry(delegate, results[0], results[1] if reference is not None else None, budget, check))
+    if save_baseline_to is not None:
+        save_baseline(save_baseline_to, model_results)
     return {
         "device": profile.name, "kind": profile.kind, "model": models[0],
         "reference": models[1] if reference is not None else None,
         "threads": threads, "runs": runs, "warmup": profile.warmup, "rounds": rounds, "budget_ms": budget,
+        "baseline": os.fspath(baseline) if baseline is not None else None,
+        "baseline_saved": os.fspath(save_baseline_to) if save_baseline_to is not None else None,
         "delegates": entries,
     }
 
@@ -77,56 +98,53 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
 def combine_rounds(results):
     """One LatencyResult from the rounds of one model and delegate (see the module notes)."""
     first = results[0]
-    if len(results) == 1:
+    if len(results) == 1 or not first.available:
         return first
-    runs = sum(r.runs for r in results)
     memory = [r.peak_memory_mb for r in results if r.peak_memory_mb is not None]
-    return dataclasses.replace(
-        first,
-        runs=runs,
-        p50_ms=statistics.median(r.p50_ms for r in results),
-        p90_ms=statistics.median(r.p90_ms for r in results),
-        min_ms=min(r.min_ms for r in results),
-        max_ms=max(r.max_ms for r in results),
-        mean_ms=sum(r.mean_ms * r.runs for r in results) / runs,
-        peak_memory_mb=max(memory) if memory else None,
-    )
+    combined = dict(times_ms=sum((r.times_ms for r in results), ()),
+                    steady_times_ms=sum((r.steady_times_ms for r in results), ()),
+                    peak_memory_mb=max(memory) if memory else None)
+    if all(r.steady_times_ms for r in results):
+        dropped = sum(r.warm.warmup_runs_dropped or 0 for r in results)
+        return dataclasses.replace(first, warm=WarmLatency.from_steady(list(combined["steady_times_ms"]), dropped),
+                                   **combined)
+    runs = sum(r.warm.runs for r in results)
+    warm = dataclasses.replace(
+        first.warm, runs=runs, p50=statistics.median(r.warm.p50 for r in results),
+        p90=_median_or_none(r.warm.p90 for r in results), p95=_median_or_none(r.warm.p95 for r in results),
+        min=min(r.warm.min for r in results), max=max(r.warm.max for r in results),
+        mean=sum(r.warm.mean * r.warm.runs for r in results) / runs)
+    return dataclasses.replace(first, warm=warm, **combined)
 
 
-def _entry(delegate, model, reference, budget):
+def _check_test_settings(alpha, min_effect):
+    settings = {}
+    if alpha is not None:
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+            raise BadInput("alpha", f"expected a significance level between 0 and 1, got {alpha!r}")
+        settings["alpha"] = float(alpha)
+    if min_effect is not None:
+        if isinstance(min_effect, bool) or not isinstance(min_effect, (int, float)) or not 0 <= min_effect < 100:
+            raise BadInput("min-effect", f"expected a fraction >= 0 (0.10 is 10%), got {min_effect!r}")
+        settings["min_effect"] = float(min_effect)
+    return settings
+
+
+def _median_or_none(values):
+    values = list(values)
+    return None if None in values else statistics.median(values)
+
+
+def _entry(delegate, model, reference, budget, check):
     both = model.available and reference is not None and reference.available
     return {
         "delegate": delegate,
-        "model": _plain(model),
-        "reference": _plain(reference) if reference is not None else None,
-        "speedup": reference.p50_ms / model.p50_ms if both else None,
-        "within_budget": model.p50_ms <= budget if budget is not None and model.available else None,
+        "model": model.to_dict(),
+        "reference": reference.to_dict() if reference is not None else None,
+        "speedup": reference.warm.p50 / model.warm.p50 if both else None,
+        "within_budget": model.warm.p50 <= budget if budget is not None and model.available else None,
+        "baseline": check.to_dict() if check is not None else None,
     }
-
-
-def _plain(result):
-    """A LatencyResult as a dict for JSON: the NaN timings of an unavailable delegate become None (JSON has
-    no NaN)."""
-    return {key: None if isinstance(value, float) and math.isnan(value) else value
-            for key, value in result.to_dict().items()}
-
-
-def _check_delegates(delegates):
-    if isinstance(delegates, str):
-        delegates = [delegates]
-    chosen = list(dict.fromkeys(delegates))  # drop repeats, keep order
-    if not chosen:
-        raise BadInput("delegate", "no delegate to measure")
-    for delegate in chosen:
-        if delegate not in DELEGATES:
-            raise BadInput("delegate", f"expected one of {', '.join(DELEGATES)}, got {delegate!r}")
-    return chosen
-
-
-def _check_count(name, value):
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise BadInput(name, f"expected an integer >= 1, got {value!r}")
-    return value
 
 
 def format_bench(result):
@@ -135,7 +153,7 @@ def format_bench(result):
     lines = [f"{result['model']} on {result['device']} ({result['kind']}): {result['threads']} threads, "
              f"{result['runs']} runs after {result['warmup']} warm-up"
              + (f", {result['rounds']} rounds alternating with reference {reference}" if reference else "")]
-    header = ["delegate", "p50 ms", "p90 ms", "min ms", "max ms", "peak MiB"]
+    header = ["delegate", "cold ms", "p50 ms", "p50 95% CI", "p90 ms", "min ms", "max ms", "peak MiB"]
     if reference:
         header += ["ref p50 ms", "speed-up"]
     header.append("delegation")
@@ -146,11 +164,15 @@ def format_bench(result):
             rows.append([entry["delegate"], "unavailable"])
             notes.append(f"{entry['delegate']}: {model['note']}")
             continue
-        row = [entry["delegate"]] + [_ms(model[key]) for key in ("p50_ms", "p90_ms", "min_ms", "max_ms")]
+        latency = model["latency_ms"]
+        warm = latency["warm"]
+        ci = "-" if warm["p50_ci"] is None else f"{_ms(warm['p50_ci'][0])}-{_ms(warm['p50_ci'][1])}"
+        row = [entry["delegate"], _ms(latency["cold_start"]), _ms(warm["p50"]), ci,
+               *(_ms(warm[key]) for key in ("p90", "min", "max"))]
         row.append("-" if model["peak_memory_mb"] is None else f"{model['peak_memory_mb']:.1f}")
         if reference:
             ref = entry["reference"]
-            row.append(_ms(ref["p50_ms"]) if ref["available"] else "unavailable")
+            row.append(_ms(ref["latency_ms"]["warm"]["p50"]) if ref["available"] else "unavailable")
             row.append("-" if entry["speedup"] is None else f"{entry['speedup']:.2f}x")
         row.append(model["delegation"] or "-")
         rows.append(row)
@@ -164,6 +186,15 @@ def format_bench(result):
             lines += [f"  {row['op']:<20} x{row['count']:<4} {_ms(row['avg_ms']):>8} ms  {row['percent']:5.1f}%"
                       for row in by_type]
     lines += [f"note {note}" for note in notes]
+    for entry in result["delegates"]:
+        model = entry["model"]
+        if model["available"] and model["latency_ms"]["warm"]["warmup_runs_dropped"]:
+            lines.append(f"warm-up {entry['delegate']}: the first {model['latency_ms']['warm']['warmup_runs_dropped']} "
+                         f"timed runs were still warming up (running median not yet settled) and are left out of the warm statistics")
+        if entry.get("baseline"):
+            lines.append(f"baseline {entry['delegate']}: {entry['baseline']['reason']}")
+    if result.get("baseline_saved"):
+        lines.append(f"baseline saved to {result['baseline_saved']}")
     budget = result["budget_ms"]
     if budget is not None:
         verdicts = [f"{e['delegate']} {'ok' if e['within_budget'] else 'OVER'}"
@@ -173,6 +204,8 @@ def format_bench(result):
 
 
 def _ms(value):
+    if value is None:
+        return "-"
     return f"{value:.3g}" if value < 1 else f"{value:.2f}" if value < 100 else f"{value:.1f}"
 
 

@@ -274,10 +274,12 @@ def cmd_bench(args):
 
     result = run_bench(args.model, device=args.device, delegates=args.delegate, threads=args.threads,
                        runs=args.runs, reference=args.reference, progress=not args.no_progress,
-                       op_profile=args.op_profile)
+                       op_profile=args.op_profile, baseline=args.baseline, save_baseline_to=args.save_baseline,
+                       alpha=args.alpha, min_effect=args.min_effect)
     print(json.dumps(result, indent=2) if args.json else format_bench(result))
-    over_budget = [entry for entry in result["delegates"] if entry["within_budget"] is False]
-    return 1 if over_budget else 0
+    failed = [entry for entry in result["delegates"] if entry["within_budget"] is False
+              or (entry["baseline"] or {}).get("status") == "regressed"]
+    return 1 if failed else 0
 
 
 def cmd_demo(args):
@@ -357,7 +359,8 @@ def build_parser():
     p = sub.add_parser("bench", help="latency of a .tflite on a device (host, adb phone, ssh board)",
                        description="Measure latency on a device profile; with --reference, the float model is "
                                    "measured in the same run, interleaved, and the speed-up is a ratio. "
-                                   "Exit 1 when a result is over the profile's latency budget.")
+                                   "Exit 1 when a result is over the profile's latency budget or significantly "
+                                   "slower than its --baseline.")
     p.add_argument("model", help="the .tflite model")
     p.add_argument("--device", default="host", help="profile name (host, android-example, ...) or a .toml path")
     p.add_argument("--delegate", action="append", choices=("cpu", "xnnpack", "gpu", "nnapi"),
@@ -368,6 +371,12 @@ def build_parser():
     p.add_argument("--op-profile", action="store_true",
                    help="also show where the time goes per op type (host: XNNPACK, each op timed alone; adb: "
                         "benchmark_model's op profiling)")
+    p.add_argument("--baseline", metavar="FILE",
+                   help="latency baseline JSON: exit 1 on a statistically significant regression against it")
+    p.add_argument("--save-baseline", metavar="FILE", help="add this run's results to a latency baseline JSON")
+    p.add_argument("--alpha", type=float, help="significance level of the regression test (default 0.01)")
+    p.add_argument("--min-effect", type=float, metavar="FRACTION",
+                   help="smallest p50 slowdown that counts as a regression (default 0.10: 10%%)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     _add_common(p)
     p.set_defaults(func=cmd_bench)

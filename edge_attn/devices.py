@@ -9,9 +9,8 @@ threads, runs, warm-up, timeout) and the latency budget per model; the other fie
 Every key is checked like a recipe's (:mod:`edge_attn.convert.recipe`): an unknown key, a wrong type, a
 bad enum value, a missing required field or a field of another kind is a
 :class:`~edge_attn.errors.BadInput` naming the file and the field. Values that end up on an adb or ssh
-command line (serial, host, user, remote paths, the taskset mask) must match strict patterns: no spaces,
-no shell metacharacters, no leading ``-``. ssh hands its command to the remote shell as one string and
-``adb shell`` does the same, so passing an argument list is not enough protection on the far side.
+command line (serial, host, user, remote paths, the taskset mask) must match the strict patterns of
+:mod:`edge_attn.runners.command_line`: no spaces, no shell metacharacters, no leading ``-``.
 Local paths (binaries, the ssh key) are expanded (``~``) and resolved against the profile's folder.
 """
 
@@ -19,13 +18,13 @@ import dataclasses
 import os
 import re
 
-from edge_attn.convert.recipe import _Fields
+from edge_attn.convert.recipe import TableFields
 from edge_attn.errors import BadInput
+from edge_attn.runners.command_line import ABSOLUTE_PATH, COMMAND, CPU_MASK, HOST, SERIAL, USER, has_dot_parts
+from edge_attn.runners.settings import DELEGATES, ENGINES
 from edge_attn.shipped import load_table, shipped_names
-from edge_attn.runners.base import DELEGATES
 
 KINDS = ("host", "adb", "ssh")
-ENGINES = ("interpreter", "compiled_model")
 # Fields that belong to one kind; setting one in a profile of another kind is an error, not ignored.
 KIND_FIELDS = {
     "host": ("engine",),
@@ -35,14 +34,7 @@ KIND_FIELDS = {
 DEFAULT_REMOTE_DIRS = {"adb": "/data/local/tmp/edge_attn", "ssh": "/tmp/edge_attn"}
 BUDGET_DEFAULT_KEY = "default"
 
-# Patterns for values that reach a command line on another machine. Each starts with a character that
-# cannot begin an option, and none admits whitespace, quotes, $, `, ;, |, &, <, >, *, ?, ~ or backslash.
-_SERIAL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")  # emulator-5554, 192.168.1.20:5555, adb-XYZ._adb-tls-connect._tcp
-_HOST = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,252}")  # a name, an ssh-config alias, IPv4 or bare IPv6
-_USER = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")  # POSIX-portable user names
-_ABSOLUTE_PATH = re.compile(r"/[A-Za-z0-9_.+/-]*")
-_COMMAND = re.compile(r"[A-Za-z0-9_./+][A-Za-z0-9_.+/-]*")  # "python3" or a path to one
-_HEX_MASK = re.compile(r"(0[xX])?[0-9A-Fa-f]{1,16}")  # up to 64 CPUs
+_HEX_MASK = re.compile(rf"(0[xX])?{CPU_MASK.pattern}")  # as taskset takes it; stored without "0x"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,6 +52,7 @@ class DeviceProfile:
     runs: int = 50
     warmup: int = 5
     timeout_s: float = 300.0
+    emulated: bool = False  # true: an emulated device (qemu); its latency is reported as not a device figure
     budgets_ms: dict = dataclasses.field(default_factory=dict)  # model file name (or "default") → p50 budget
     # kind = "host"
     engine: str | None = None  # "interpreter" | "compiled_model"
@@ -117,6 +110,7 @@ def parse_profile(table, source):
         runs=fields.integer("runs", default=DeviceProfile.runs, minimum=1),
         warmup=fields.integer("warmup", default=DeviceProfile.warmup, minimum=0),
         timeout_s=fields.positive_float("timeout_s", default=DeviceProfile.timeout_s),
+        emulated=fields.boolean("emulated", default=False),
         budgets_ms=_parse_budgets(fields.table("budgets_ms"), source),
         source=str(source),
     )
@@ -125,7 +119,7 @@ def parse_profile(table, source):
         specific = dict(engine=fields.choice("engine", ENGINES, default="interpreter"))
     elif kind == "adb":
         specific = dict(
-            serial=fields.matching("serial", _SERIAL, "an adb serial such as emulator-5554 or 192.168.1.20:5555"),
+            serial=fields.matching("serial", SERIAL, "an adb serial such as emulator-5554 or 192.168.1.20:5555"),
             remote_dir=fields.remote_dir("remote_dir", "an absolute path on the phone", DEFAULT_REMOTE_DIRS["adb"]),
             benchmark_model=fields.local_path("benchmark_model", base_dir, required=True),
             inference_diff=fields.local_path("inference_diff", base_dir),
@@ -133,11 +127,11 @@ def parse_profile(table, source):
         )
     else:
         specific = dict(
-            host=fields.matching("host", _HOST, "a host name, ssh-config alias or IP address", required=True),
-            user=fields.matching("user", _USER, "a user name"),
+            host=fields.matching("host", HOST, "a host name, ssh-config alias or IP address", required=True),
+            user=fields.matching("user", USER, "a user name"),
             port=fields.integer("port", default=22, minimum=1, maximum=65535),
             identity_file=fields.local_path("identity_file", base_dir),
-            python=fields.matching("python", _COMMAND, "a command name or path such as /opt/venv/bin/python",
+            python=fields.matching("python", COMMAND, "a command name or path such as /opt/venv/bin/python",
                                    default="python3"),
             remote_dir=fields.remote_dir("remote_dir", "an absolute path on the board", DEFAULT_REMOTE_DIRS["ssh"]),
             connect_timeout_s=fields.integer("connect_timeout_s", default=10, minimum=1),
@@ -157,7 +151,7 @@ def _parse_budgets(table, source):
     return budgets
 
 
-class _ProfileFields(_Fields):
+class _ProfileFields(TableFields):
     """The recipe loader's typed reads, plus the checks profiles need: patterns for values that reach a
     remote command line, local paths, a delegate list and bounded integers."""
 
@@ -181,8 +175,8 @@ class _ProfileFields(_Fields):
 
     def remote_dir(self, key, expected, default):
         """An absolute folder on the device, without "." or ".." parts (the runners create and fill it)."""
-        value = self.matching(key, _ABSOLUTE_PATH, expected, default=default)
-        if {".", ".."} & set(value.split("/")):
+        value = self.matching(key, ABSOLUTE_PATH, expected, default=default)
+        if has_dot_parts(value):
             raise self._bad(key, f"must not contain '.' or '..' parts, got {value!r}")
         return value
 

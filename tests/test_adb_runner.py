@@ -135,9 +135,14 @@ def test_benchmark_maps_percentiles_and_says_so(phone, tools):
     assert (result.device, result.model, result.delegate, result.threads, result.runs) == \
         ("pixel", tools.model, "xnnpack", 4, 50)
     assert result.p50_ms == pytest.approx(899.281)  # median
-    assert result.p90_ms == pytest.approx(904.305)  # p95, an upper bound of p90
+    assert result.p95_ms == pytest.approx(904.305)  # the tool's p95, called p95 (it prints no p90)
+    assert math.isnan(result.p90_ms) and result.warm.p90 is None and result.to_dict()["latency_ms"]["warm"]["p90"] is None
     assert (result.min_ms, result.max_ms, result.mean_ms) == pytest.approx((898.007, 906.121, 899.641))
-    assert result.min_ms <= result.p50_ms <= result.p90_ms <= result.max_ms
+    assert result.min_ms <= result.p50_ms <= result.p95_ms <= result.max_ms
+    assert result.cold_start_ms == pytest.approx(614.333 + 905.463)  # Init + First inference
+    # no per-run times: no interval, no warm-up detection, and the result says so
+    assert result.warm.p50_ci is None and result.warm.warmup_runs_dropped is None and result.times_ms == ()
+    assert "no per-run times" in result.problems[0]
     assert result.peak_memory_mb == pytest.approx(150.141)
     assert result.delegation == "partially executed by the delegate (1 delegate kernels)"
     assert result.available
@@ -148,9 +153,11 @@ def test_benchmark_without_percentiles_uses_mean_and_max(phone, tools):
     phone.configure(benchmark_output=recorded("meta_tflite_riscv_op_profiling.txt"))
     result = AdbRunner(make_profile(tools), adb=phone.adb).benchmark(tools.model, delegate="cpu", op_profile=True)
     assert result.p50_ms == pytest.approx(2950.34) == result.mean_ms
-    assert result.p90_ms == pytest.approx(3189.954) == result.max_ms
-    assert "mean" in result.note and "max" in result.note
+    assert result.max_ms == pytest.approx(3189.954)
+    assert math.isnan(result.p90_ms) and math.isnan(result.p95_ms)  # no percentiles printed: none made up
+    assert "mean" in result.note and "no p90/p95" in result.note
     assert result.delegation is None
+    assert result.graph.accelerated_ops == 0 and result.graph.partitions == 0  # cpu: the builtin kernels
     assert result.op_profile[1]["op"] == "DEPTHWISE_CONV_2D" and result.op_profile[1]["avg_ms"] == 296.919
 
 
@@ -181,6 +188,56 @@ def test_command_lines_pushes_and_pinning(phone, tools):
     runner.benchmark(tools.model, delegate="cpu")
     new_digest = hashlib.sha256(open(tools.model, "rb").read()).hexdigest()[:16]
     assert calls(phone)[-2]["argv"][2:] == ["push", tools.model, f"/data/local/tmp/edge_attn/model-{new_digest}.tflite"]
+
+
+GETPROP = """[ro.build.version.release]: [14]
+[ro.soc.manufacturer]: [QTI]
+[ro.soc.model]: [SM8650]
+[ro.board.platform]: [pineapple]
+[ro.product.cpu.abi]: [arm64-v8a]
+[ro.hardware]: [qcom]
+"""
+# Two cores of a big.LITTLE phone, as its /proc/cpuinfo lists them (implementer 0x41: Arm Ltd).
+CPUINFO = """processor\t: 0
+BogoMIPS\t: 38.40
+Features\t: fp asimd asimddp i8mm
+CPU implementer\t: 0x41
+CPU part\t: 0xd46
+
+processor\t: 1
+CPU implementer\t: 0x41
+CPU part\t: 0xd46
+
+processor\t: 7
+CPU implementer\t: 0x41
+CPU part\t: 0xd82
+"""
+
+
+def test_device_fingerprint_from_getprop_cpuinfo_and_governor(phone, tools):
+    phone.configure(getprop=GETPROP)
+    files = phone.state / "phone"
+    (files / "proc").mkdir(parents=True)
+    (files / "proc" / "cpuinfo").write_text(CPUINFO)
+    governor = files / "sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
+    governor.parent.mkdir(parents=True)
+    governor.write_text("schedutil\n")
+    runner = AdbRunner(make_profile(tools), adb=phone.adb)
+    result = runner.benchmark(tools.model, delegate="xnnpack")
+    info = result.to_dict()["device"]
+    assert info["name"] == "pixel" and info["soc"] == "QTI SM8650" and info["governor"] == "schedutil"
+    assert info["cpu"] == "Cortex-A510 x2 + Cortex-X4 x1"  # 0xd46, 0xd82 in Arm's MIDR part numbers
+    assert info["arch"] == "arm64-v8a" and info["emulated"] is False
+    digest = hashlib.sha256(open(tools.benchmark_model, "rb").read()).hexdigest()[:16]
+    assert info["runtime"] == "TFLite benchmark_model" and info["runtime_version"] == f"binary sha256 {digest}"
+    before = len(calls(phone))
+    runner.benchmark(tools.model, delegate="xnnpack")
+    assert not any(w[:1] == ["getprop"] for w in shell_words(phone)[before:])  # read once per session
+
+
+def test_unreadable_governor_and_cpuinfo_are_none_not_errors(phone, tools):
+    result = AdbRunner(make_profile(tools), adb=phone.adb).benchmark(tools.model, delegate="xnnpack")
+    assert (result.device_info.cpu, result.device_info.governor, result.device_info.soc) == (None, None, None)
 
 
 def test_without_a_serial_adb_picks_the_only_phone(phone, tools):

@@ -184,3 +184,13 @@ def test_profiles_are_plain_data():
     data = profile.to_dict()
     assert data["delegates"] == ["xnnpack", "gpu", "nnapi"] and data["kind"] == "adb"
     assert DeviceProfile(**{**data, "delegates": tuple(data["delegates"])}) == profile
+
+
+def test_emulated_is_a_boolean_of_every_kind(tmp_path):
+    from edge_attn.devices import parse_profile
+
+    board = {"kind": "ssh", "host": "127.0.0.1", "emulated": True}
+    assert parse_profile(board, str(tmp_path / "qemu-pi.toml")).emulated is True
+    assert parse_profile({"kind": "host"}, str(tmp_path / "h.toml")).emulated is False
+    with pytest.raises(BadInput, match="emulated"):
+        parse_profile(board | {"emulated": "yes"}, str(tmp_path / "qemu-pi.toml"))

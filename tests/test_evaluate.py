@@ -281,10 +281,17 @@ def test_latency(ptq_tflite, tmp_path):
     path = tmp_path / "model.tflite"
     path.write_bytes(ptq_tflite)
     stats = measure_latency(path, runs=10, warmup=2, threads=1)
-    assert set(stats) == {"p50", "p90", "min", "max", "mean", "runs", "threads"}
-    assert stats["runs"] == 10 and stats["threads"] == 1
+    # the latency_ms block of the shared result shape (docs/result-shape.md), plus the flat keys of before
+    assert {"cold_start", "warm", "threads", "times", "p50", "p90", "min", "max", "mean", "runs"} <= set(stats)
+    warm, times = stats["warm"], np.asarray(stats["times"])
+    assert stats["runs"] == len(times) == 10 and stats["threads"] == 1
+    steady = times[warm["warmup_runs_dropped"]:]
+    assert warm["p50"] == stats["p50"] == pytest.approx(np.median(steady))
+    assert warm["p90"] == stats["p90"] == pytest.approx(np.percentile(steady, 90))
+    assert (stats["min"], stats["max"]) == (steady.min(), steady.max())
     assert 0 < stats["min"] <= stats["p50"] <= stats["p90"] <= stats["max"]
     assert stats["min"] <= stats["mean"] <= stats["max"]
+    assert stats["cold_start"] > 0 and "XNNPACK" in stats["delegation"]
     with pytest.raises(BadInput, match="runs"):
         measure_latency(ptq_tflite, runs=0)
 

@@ -11,6 +11,10 @@ import collections
 import dataclasses
 import json
 import math
+import re
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -18,10 +22,11 @@ import pytest
 
 from edge_attn._keras import keras, tf
 from edge_attn.bench import combine_rounds, format_bench, run_bench
-from edge_attn.convert import convert_model, load_recipe
+from edge_attn.convert import convert_model, inspect_tflite, load_recipe
 from edge_attn.devices import load_profile
 from edge_attn.errors import BadInput
 from edge_attn.runners import LatencyResult, make_runner
+from edge_attn.runners.result import WarmLatency, timed
 from edge_attn.runners.host import HostRunner
 
 INPUT_SHAPE = (8, 8, 1)
@@ -82,7 +87,10 @@ def test_interpreter_measures_with_xnnpack_and_builtin_kernels(runner, models, n
     result = runner.benchmark(models[name], delegate=delegate, threads=1, runs=RUNS, warmup=2)
     elapsed_ms = (time.perf_counter() - start) * 1000
     assert_valid_stats(result)
-    assert result.mean_ms * result.runs <= elapsed_ms  # the timed runs happened inside this call
+    assert (result.mean_ms * result.warm.runs + sum(result.times_ms[:result.warm.warmup_runs_dropped])
+            + result.cold_start_ms <= elapsed_ms)  # the cold start and timed runs happened inside this call
+    assert len(result.times_ms) == RUNS and result.warm.p50_ci[0] <= result.p50_ms <= result.warm.p50_ci[1]
+    assert result.device_info.runtime == "ai-edge-litert" and result.device_info.emulated is False
     assert (result.device, result.model, result.delegate, result.threads) == ("host", models[name], delegate, 1)
     assert result.delegation == ("completely executed by XNNPACK (1 partition)" if delegate == "xnnpack"
                                  else "builtin CPU kernels (no delegate)")
@@ -94,25 +102,47 @@ def test_partial_delegation_names_the_ops_xnnpack_leaves_out(runner, models):
     assert result.available
     assert "partially executed by XNNPACK (2 partitions)" in result.delegation  # split around the CUMSUM
     assert result.delegation.endswith("1 of 5 ops on builtin CPU kernels: CUMSUM")
+    graph = result.to_dict()["graph"]
+    assert graph == {"accelerated_ops": 4, "total_ops": 5, "partitions": 2, "on_cpu": ["CUMSUM"]}
 
 
 @pytest.mark.parametrize("delegate", ["xnnpack", "cpu"])
-def test_compiled_model_measures_or_says_why_not(runner, models, delegate):
+def test_compiled_model_measures_on_the_cpu_accelerator(runner, models, delegate):
+    """ai-edge-litert's CompiledModel always has its CPU accelerator (no device needed): it must measure."""
     result = runner.benchmark(models["int8"], delegate=delegate, runs=RUNS, warmup=2, engine="compiled_model")
-    if result.available:
-        assert_valid_stats(result)
-        assert "CompiledModel" in result.note
+    assert_valid_stats(result)
+    assert "CompiledModel" in result.note and result.cold_start_ms > 0
+    ops = len(inspect_tflite(models["int8"]).ops)
+    if delegate == "xnnpack":  # CompiledModel says only "fully accelerated": ops counted, partitions unknown
+        assert (result.graph.accelerated_ops, result.graph.total_ops, result.graph.partitions) == (ops, ops, None)
     else:
-        assert result.note and math.isnan(result.p50_ms)
+        assert (result.graph.accelerated_ops, result.graph.total_ops) == (0, ops)
 
 
-def test_gpu_and_nnapi_are_reported_unavailable_not_raised(runner, models):
-    gpu = runner.benchmark(models["f32"], delegate="gpu", runs=3)
-    if gpu.available:  # a machine with a GPU adapter
-        assert_valid_stats(gpu, runs=3)
-        assert "GPU" in gpu.delegation
-    else:
-        assert "GPU accelerator" in gpu.note and math.isnan(gpu.p50_ms) and gpu.runs == 0
+GPU_PROBE = """
+import json, sys
+from edge_attn.devices import load_profile
+from edge_attn.runners.host import HostRunner
+result = HostRunner(load_profile("host")).benchmark(sys.argv[1], delegate="gpu", runs=3)
+print(json.dumps(result.to_dict()))
+"""
+
+
+def test_gpu_without_an_adapter_is_unavailable_with_litert_s_reason(models, tmp_path):
+    """With the Vulkan loader pointed at no driver there is no GPU adapter, on any machine: the result says
+    so instead of raising (a real adapter is the GPU target's tests' business). In a child process, as the
+    loader reads its environment once."""
+    env = dict(os.environ, VK_ICD_FILENAMES=str(tmp_path / "none.json"), VK_DRIVER_FILES=str(tmp_path / "none.json"))
+    child = subprocess.run([sys.executable, "-c", GPU_PROBE, models["f32"]], capture_output=True, text=True,
+                           env=env, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    gpu = json.loads(child.stdout.strip().splitlines()[-1])
+    assert not gpu["available"] and gpu["runs"] == 0 and gpu["p50_ms"] is None
+    assert gpu["note"].startswith("LiteRT CompiledModel with the GPU accelerator could not be created here: ")
+    assert "adapter" in gpu["note"].lower() and gpu["problems"] == [gpu["note"]]
+
+
+def test_nnapi_is_reported_unavailable_not_raised(runner, models):
     nnapi = runner.benchmark(models["f32"], delegate="nnapi")
     assert not nnapi.available and "Android" in nnapi.note
     assert all(math.isnan(getattr(nnapi, f)) for f in ("p50_ms", "p90_ms", "min_ms", "max_ms", "mean_ms"))
@@ -212,10 +242,17 @@ def test_bench_interleaves_model_and_reference_and_reports_the_p50_ratio(models,
     assert model["runs"] == reference["runs"] == RUNS
     assert entry["speedup"] == pytest.approx(reference["p50_ms"] / model["p50_ms"])
     rounds = [r for path, _, r in benchmark_calls if path == models["int8"]]
-    assert model["p50_ms"] == pytest.approx(np.median([r.p50_ms for r in rounds]))
-    assert model["min_ms"] == min(r.min_ms for r in rounds) and model["max_ms"] == max(r.max_ms for r in rounds)
-    assert model["mean_ms"] == pytest.approx(np.average([r.mean_ms for r in rounds], weights=[r.runs for r in rounds]))
-    assert model["min_ms"] <= model["p50_ms"] <= model["p90_ms"] <= model["max_ms"]
+    # the rounds' warm runs (each round's detected warm-up left out) pooled into one sample
+    pooled = np.concatenate([r.times_ms[r.warm.warmup_runs_dropped:] for r in rounds])
+    warm = model["latency_ms"]["warm"]
+    assert warm["runs"] == len(pooled) and warm["runs"] + warm["warmup_runs_dropped"] == RUNS
+    assert model["p50_ms"] == warm["p50"] == pytest.approx(np.median(pooled))
+    assert model["p90_ms"] == pytest.approx(np.percentile(pooled, 90))
+    assert (model["min_ms"], model["max_ms"]) == (pooled.min(), pooled.max())
+    assert model["mean_ms"] == pytest.approx(pooled.mean())
+    assert warm["p50_ci"][0] <= warm["p50"] <= warm["p50_ci"][1]
+    assert model["latency_ms"]["cold_start"] == rounds[0].cold_start_ms  # the first load, not a cached one
+    assert model["latency_ms"]["times"] == [t for r in rounds for t in r.times_ms]
 
     text = format_bench(result)
     assert f"{entry['speedup']:.2f}x" in text and "xnnpack" in text and "alternating with reference" in text
@@ -235,14 +272,13 @@ def test_bench_without_reference_uses_the_profile_and_one_exact_round(models, be
 def test_bench_reports_unavailable_delegates_and_budgets(models, tmp_path):
     profile = tmp_path / "tight.toml"
     profile.write_text('kind = "host"\nruns = 3\nwarmup = 0\n[budgets_ms]\n"int8.tflite" = 1e-9\ndefault = 1e9\n')
-    result = run_bench(models["int8"], device=str(profile), delegates=["gpu", "xnnpack"], reference=models["f32"],
+    result = run_bench(models["int8"], device=str(profile), delegates=["nnapi", "xnnpack"], reference=models["f32"],
                        progress=False)
-    gpu, xnnpack = result["delegates"]
-    if not gpu["model"]["available"]:
-        assert gpu["speedup"] is None and gpu["within_budget"] is None
-        assert gpu["model"]["p50_ms"] is None and gpu["model"]["note"]
-        assert "unavailable" in format_bench(result)
-        json.dumps(result, allow_nan=False)  # plain JSON: no NaN
+    nnapi, xnnpack = result["delegates"]  # NNAPI is Android-only: unavailable on the host, whatever the machine
+    assert not nnapi["model"]["available"] and nnapi["speedup"] is None and nnapi["within_budget"] is None
+    assert nnapi["model"]["p50_ms"] is None and "Android" in nnapi["model"]["note"]
+    assert re.search(r"^nnapi +unavailable$", format_bench(result), re.MULTILINE)
+    json.dumps(result, allow_nan=False)  # plain JSON: no NaN
     assert result["budget_ms"] == 1e-9 and xnnpack["within_budget"] is False
     assert "OVER" in format_bench(result)
     generous = run_bench(models["f32"], device=str(profile), delegates="cpu", progress=False)
@@ -267,6 +303,18 @@ def test_bench_rejects_bad_input_before_measuring(models, tmp_path, benchmark_ca
 
 
 def test_combining_one_round_is_the_identity():
-    single = LatencyResult(device="d", model="m", delegate="cpu", threads=1, runs=3, p50_ms=2.0, p90_ms=3.0,
-                           min_ms=1.0, max_ms=4.0, mean_ms=2.5)
+    single = LatencyResult(device="d", model="m", delegate="cpu", threads=1, **timed([2.0, 1.0, 4.0]))
     assert combine_rounds([single]) is single
+
+
+def test_combining_rounds_without_per_run_times_takes_medians_over_rounds():
+    """adb rounds carry only benchmark_model's summary: p50 is the median of the rounds' p50s, p90 stays
+    unknown, min/max/mean combine exactly."""
+    def summary(p50, mean, runs):
+        return LatencyResult(device="d", model="m", delegate="cpu", threads=1, target="adb",
+                             warm=WarmLatency(p50=p50, p50_ci=None, p90=None, p95=p50 + 1, min=p50 - 1, max=p50 + 2,
+                                              mean=mean, runs=runs, warmup_runs_dropped=None))
+    combined = combine_rounds([summary(10.0, 10.0, 10), summary(30.0, 30.0, 30), summary(12.0, 12.0, 10)])
+    assert combined.warm.p50 == 12.0 and combined.warm.p90 is None and combined.warm.p95 == 13.0
+    assert (combined.warm.min, combined.warm.max, combined.runs) == (9.0, 32.0, 50)
+    assert combined.warm.mean == pytest.approx((100 + 900 + 120) / 50)

@@ -13,6 +13,7 @@ import time
 import numpy as np
 import pytest
 
+from edge_attn.convert import inspect_tflite
 from edge_attn.devices import parse_profile
 from edge_attn.errors import BadInput
 from edge_attn.litert import make_interpreter, run
@@ -78,6 +79,18 @@ def test_benchmark_on_the_board(board, models, server):
     assert "XNNPACK" in result.delegation
     assert result.peak_memory_mb is not None and result.peak_memory_mb >= 0
     assert "measured on the board" in result.note
+    # the board timed the cold start and every run with the copied timing loop, and described itself
+    assert result.cold_start_ms > 0 and len(result.times_ms) == 20
+    assert result.warm.runs + result.warm.warmup_runs_dropped == 20
+    ops = len(inspect_tflite(paths["f32"]).ops)
+    assert (result.graph.accelerated_ops, result.graph.total_ops, result.graph.partitions) == (ops, ops, 1)
+    local_cpu = subprocess.run([sys.executable, "-c", "from edge_attn.runners import machine; "
+                                "print(machine.fingerprint()['cpu'])"], capture_output=True, text=True).stdout.strip()
+    info = result.device_info
+    assert (info.name, info.cpu, info.runtime, info.emulated) == ("loopback-board", local_cpu, "ai-edge-litert", False)
+    assert result.problems == ()
+    scripts = [p.name for p in remote_dir.glob("scripts-*/*.py")]
+    assert sorted(scripts) == ["machine.py", "remote_bench.py", "timing.py"]  # the script and its two siblings
     # the model was copied under its content's name; the host key went to our known_hosts, not ~/.ssh
     digest = hashlib.sha256(paths["f32"].read_bytes()).hexdigest()[:16]
     assert (remote_dir / f"model-{digest}.tflite").read_bytes() == paths["f32"].read_bytes()
@@ -95,13 +108,26 @@ def test_builtin_kernels_and_android_only_delegate(board, models):
     assert not nnapi.available and np.isnan(nnapi.p50_ms) and "Android" in nnapi.note
 
 
-def test_gpu_runs_or_says_why_not(board, models):
+def test_gpu_without_an_adapter_on_the_board_is_unavailable(board, models, tmp_path):
+    """The board's Python is started with the Vulkan loader pointed at no driver, so there is no GPU adapter
+    whatever this machine has: the result says why instead of raising."""
+    wrapper = tmp_path / "python-without-gpu"
+    wrapper.write_text(f"#!/bin/sh\nVK_ICD_FILENAMES=/nonexistent.json VK_DRIVER_FILES=/nonexistent.json "
+                       f"exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
     paths, _ = models
-    result = runner_for(board).benchmark(paths["f32"], delegate="gpu", threads=1, runs=3, warmup=1)
-    if result.available:  # a board (or test machine) with a GPU adapter
-        assert result.runs == 3 and "GPU" in result.delegation
-    else:
-        assert np.isnan(result.p50_ms) and result.note.startswith("LiteRT CompiledModel with the GPU accelerator")
+    result = runner_for(board, python=str(wrapper)).benchmark(paths["f32"], delegate="gpu", threads=1, runs=3, warmup=1)
+    assert not result.available and np.isnan(result.p50_ms) and result.runs == 0
+    assert result.note.startswith("LiteRT CompiledModel with the GPU accelerator could not be created on the board")
+    assert "adapter" in result.note.lower()
+    assert result.device_info.runtime == "ai-edge-litert"  # the board still described itself
+
+
+def test_emulated_board_says_its_latency_is_not_a_device_figure(board, models):
+    paths, _ = models
+    result = runner_for(board, emulated=True).benchmark(paths["f32"], delegate="cpu", threads=1, runs=5, warmup=0)
+    assert result.available and result.device_info.emulated is True and result.to_dict()["device"]["emulated"]
+    assert result.problems == ("emulated board: the latency is not a device figure",)
 
 
 @pytest.mark.parametrize("recipe", ["f32", "int8-ptq"])

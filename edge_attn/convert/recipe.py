@@ -67,7 +67,7 @@ def load_recipe(name_or_path):
 
 def parse_recipe(table, source):
     """Validate a TOML table (a dict) into a :class:`Recipe`; ``source`` names it in errors."""
-    fields = _Fields(table, source, prefix="")
+    fields = TableFields(table, source, prefix="")
     quantization = fields.choice("quantization", QUANTIZATIONS, required=True)
     int8 = quantization == "int8"
     default_io = "int8" if int8 else "float32"
@@ -101,7 +101,7 @@ def parse_recipe(table, source):
 
 
 def _parse_fine_tune(table, source):
-    fields = _Fields(table, source, prefix="fine_tune.")
+    fields = TableFields(table, source, prefix="fine_tune.")
     defaults = QatSettings()
     settings = QatSettings(
         epochs=fields.integer("epochs", default=defaults.epochs, minimum=0),
@@ -115,7 +115,7 @@ def _parse_fine_tune(table, source):
     return settings
 
 
-class _Fields:
+class TableFields:
     """Typed reads from one TOML table that remember which keys were used, to reject the rest."""
 
     def __init__(self, table, source, prefix):

@@ -1,39 +1,40 @@
-"""Host latency of a TFLite model with the LiteRT interpreter: percentiles of single-sample invoke times.
+"""Host latency of a TFLite model for ``check`` and ``report.json``: the host runner's own measurement.
 
-Only ``invoke()`` is timed (the input is set once beforehand): this is the number a device runner's
-``benchmark_model`` reports too. The input is random data of the model's input type, which is enough
-for dense CNN kernels whose run time does not depend on the values.
+It is :func:`edge_attn.runners.host.measure_interpreter` (the LiteRT Interpreter with its default
+XNNPACK delegate, :mod:`edge_attn.runners.timing`'s loop, warm-up detection and a bootstrap interval of
+p50), so ``check``, ``edge-attn bench`` on the host and the pytest plugin report the same numbers. The
+input is random data of the model's input type, which is enough for dense CNN kernels whose run time does
+not depend on the values.
 """
 
 import math
+import os
 
-import numpy as np
-
-from edge_attn.errors import BadInput
-from edge_attn.litert import make_interpreter
-from edge_attn.runners.remote_bench import random_input, time_runs  # what the device runners use
+from edge_attn.convert.verify import probe_tflite, verify_tflite
+from edge_attn.runners.host import measure_interpreter
+from edge_attn.runners.result import LatencyResult, timed
+from edge_attn.runners.settings import check_settings
 
 
 def measure_latency(tflite_model, runs=50, warmup=5, threads=2):
-    """Time ``runs`` invokes after ``warmup`` untimed ones, with ``threads`` CPU threads (default delegates on).
+    """Cold start and ``runs`` timed invokes after ``warmup`` untimed ones, with ``threads`` CPU threads.
 
-    Returns ``dict(p50, p90, min, max, mean, runs, threads)``, times in milliseconds.
+    ``tflite_model``: the flatbuffer bytes (from edge_attn's converter) or a path. Returns the
+    ``latency_ms`` block of the shared result shape (``docs/result-shape.md``): ``cold_start``, ``warm``
+    (``p50``, ``p50_ci``, ``p90``, ``p95``, ``min``, ``max``, ``mean``, ``runs``, ``warmup_runs_dropped``),
+    ``threads``, ``times``, ``delegation`` and ``graph``, plus the flat keys of earlier versions (``p50``,
+    ``p90``, ``min``, ``max``, ``mean``, ``runs``: timed runs), times in milliseconds.
     """
-    for name, value, least in (("runs", runs, 1), ("warmup", warmup, 0), ("threads", threads, 1)):
-        if not isinstance(value, int) or value < least:
-            raise BadInput(name, f"expected an integer >= {least}, got {value!r}")
-    interpreter = make_interpreter(tflite_model, num_threads=threads)
-    rng = np.random.default_rng(0)
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
-    times_ms = np.asarray(time_runs(interpreter.invoke, warmup, runs, deadline=math.inf))
-    return {
-        "p50": float(np.percentile(times_ms, 50)),
-        "p90": float(np.percentile(times_ms, 90)),
-        "min": float(times_ms.min()),
-        "max": float(times_ms.max()),
-        "mean": float(times_ms.mean()),
-        "runs": runs,
-        "threads": threads,
-    }
-
+    check_settings("xnnpack", threads, runs, warmup)
+    if isinstance(tflite_model, (str, os.PathLike)):  # a user's file: verified and probed before LiteRT loads it
+        path = os.fspath(tflite_model)
+        tflite_model = verify_tflite(path)
+        probe_tflite(tflite_model, what=path, config="default")
+    session, (graph, delegation) = measure_interpreter(tflite_model, "xnnpack", threads, warmup, runs, math.inf)
+    result = LatencyResult(device="host", model="<check>", delegate="xnnpack", threads=threads,
+                           cold_start_ms=session["cold_start_ms"], graph=graph, delegation=delegation,
+                           **timed(session["times_ms"]))
+    block = result.to_dict()
+    warm = block["latency_ms"]["warm"]
+    return {**block["latency_ms"], "delegation": delegation, "graph": block["graph"],
+            **{key: warm[key] for key in ("p50", "p90", "min", "max", "mean")}, "runs": result.runs}

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.litert import make_interpreter
-from edge_attn.runners.remote_bench import random_input, time_runs
+from edge_attn.runners.timing import random_input, time_runs
 
 _NOT_ISOLABLE = ("WHILE", "IF", "CALL_ONCE", "CALL")
 

@@ -10,6 +10,10 @@ from edge_attn.errors import BadInput
 from edge_attn.runners.base import DELEGATES, LatencyResult, Runner
 
 __all__ = ["DELEGATES", "LatencyResult", "Runner", "make_runner"]
+# The shared core: settings (one validator), command_line (patterns for remote command lines), timing (the
+# one timing loop, self-contained), machine (the device fingerprint, self-contained), stats (warm-up,
+# intervals, the regression test), result (LatencyResult and its shape), delegation (graph placement),
+# baseline (stored per-device baselines).
 
 
 def make_runner(profile):

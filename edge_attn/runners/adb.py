@@ -11,11 +11,16 @@ and, with ``op_profile=True``, the "Summary by node type" table of the regular (
 
 What the numbers mean:
 
-- ``benchmark_model`` does not print per-run timings, only the summary line. ``p50_ms`` is its
-  ``median`` when the build prints one, else its mean; ``p90_ms`` is its ``p95`` (an upper bound of p90)
-  when printed, else its max. The ``note`` of every result says which mapping was used, so a latency
-  budget on p90 errs on the safe side rather than passing on a made-up number.
+- ``benchmark_model`` does not print per-run timings, only the summary line. p50 is its ``median`` when
+  the build prints one, else its mean (the ``note`` says which); p95 is its ``p95`` where printed; p90 is
+  not reported (None: the tool has none, and no number is made up). Without per-run times there is no
+  confidence interval of p50, no warm-up detection beyond the tool's own ``--warmup_runs`` and no
+  statistical comparison with a baseline; the result's ``problems`` say so.
+- The cold start is the tool's "Init" plus "First inference".
 - ``runs`` is the tool's own count: ``--num_runs`` is a minimum (it also runs for at least one second).
+- The device fingerprint comes from ``getprop`` (SoC, Android version, emulator), ``/proc/cpuinfo`` (the
+  distinct CPU cores) and the cpufreq governor where the phone lets the shell read it; the runtime
+  version is the ``benchmark_model`` binary's SHA-256 prefix (the tool prints no version).
 - ``peak_memory_mb`` is the tool's "overall" memory footprint delta (or the periodic-monitoring peak
   when the build prints it): approximate, as the tool itself warns.
 - A requested delegate the tool could not apply ("Failed to apply GPU delegate.", or a build/phone
@@ -43,23 +48,22 @@ naming the serial.
 """
 
 import hashlib
-import math
 import os
 import re
 import shlex
 import subprocess
 from dataclasses import dataclass, field
 
+from edge_attn.convert import inspect_tflite
 from edge_attn.errors import BadInput
-from edge_attn.runners.base import DELEGATES, LatencyResult
+import edge_attn.runners.machine as machine
+from edge_attn.runners.command_line import ABSOLUTE_PATH, CPU_MASK, SERIAL, checked, checked_remote_dir
+from edge_attn.runners.delegation import delegate_kernels_placement
+from edge_attn.runners.result import DeviceInfo, LatencyResult, WarmLatency
+from edge_attn.runners.settings import check_settings
 
-# The profile loader (edge_attn.devices) checks these already; the runner checks again right where the
-# values reach a command line, so a hand-made profile object cannot slip past.
-# adb serials: "emulator-5554", "R58M123ABC", "192.168.1.20:5555", "adb-XYZ._adb-tls-connect._tcp".
-SERIAL_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-# An absolute path of plain path characters: no spaces, quotes, $, ;, globs; "." and ".." are refused apart.
-REMOTE_PATH_PATTERN = re.compile(r"/[A-Za-z0-9_.+/-]*")
-TASKSET_PATTERN = re.compile(r"[0-9a-fA-F]{1,16}")
+SERIAL_PATTERN, REMOTE_PATH_PATTERN, TASKSET_PATTERN = SERIAL, ABSOLUTE_PATH, CPU_MASK  # earlier names
+GOVERNOR_FILE = "/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"
 
 DELEGATE_FLAGS = {
     "cpu": "--use_xnnpack=false",  # explicit false: the tool then skips TFLite's default XNNPACK delegate
@@ -209,22 +213,6 @@ def _parse_op_summary(lines):
     return rows
 
 
-def checked(value, pattern, what):
-    """``value`` as a string if all of it matches ``pattern`` (and it cannot pass for an option), else BadInput."""
-    text = str(value)
-    if not pattern.fullmatch(text) or text.startswith("-"):
-        raise BadInput(what, f"{text!r} is not allowed here (expected {pattern.pattern})")
-    return text
-
-
-def checked_remote_dir(value, what):
-    """An absolute remote directory (see REMOTE_PATH_PATTERN) without "." or ".." parts, without a trailing "/"."""
-    path = checked(value, REMOTE_PATH_PATTERN, what)
-    if {".", ".."} & set(path.split("/")):
-        raise BadInput(what, f"{path!r} must not contain '.' or '..' parts")
-    return path.rstrip("/") or "/"
-
-
 class AdbRunner:
     """Runs ``benchmark_model`` on the Android phone named by an adb device profile.
 
@@ -240,17 +228,18 @@ class AdbRunner:
                            f"kind: the adb runner needs kind = \"adb\", not {profile.kind!r}")
         self.name = profile.name
         self._adb = adb
-        self._serial = checked(profile.serial, SERIAL_PATTERN, f"{profile.name}: serial") if profile.serial else None
+        self._serial = checked(profile.serial, SERIAL, f"{profile.name}: serial") if profile.serial else None
         self._device = f"adb device {self._serial or '(the only attached one)'}"
         self._remote_dir = checked_remote_dir(profile.remote_dir, f"{profile.name}: remote_dir")
         mask = profile.taskset_mask
-        self._taskset = checked(mask, TASKSET_PATTERN, f"{profile.name}: taskset_mask") if mask else None
+        self._taskset = checked(mask, CPU_MASK, f"{profile.name}: taskset_mask") if mask else None
         self._benchmark_binary = _local_file(profile.benchmark_model, f"{profile.name}: benchmark_model")
         diff_tool = profile.inference_diff
         self._diff_binary = _local_file(diff_tool, f"{profile.name}: inference_diff") if diff_tool else None
         self._timeout_s = float(profile.timeout_s)
         self._on_phone = {}  # remote path -> (size, mtime) of the local file pushed there this session
         self._diff_notes = {}  # (model digest, delegate, threads, runs) -> note: bench calls in rounds
+        self._device_info = None  # read from the phone once per session
 
     def benchmark(self, model_path, *, delegate="xnnpack", threads=2, runs=50, warmup=5,
                   op_profile=False) -> LatencyResult:
@@ -262,19 +251,41 @@ class AdbRunner:
                    f"--warmup_runs={warmup}", DELEGATE_FLAGS[delegate]]
         if op_profile:
             command.append("--enable_op_profiling=true")
+        device_info = self.device_info()  # read before the run, once per session
         completed = self._shell(command, pinned=True)
         text = completed.stdout + completed.stderr
         output = parse_benchmark_output(text)
         unavailable = self._unavailable_reason(delegate, output, text)
         if unavailable:
-            return _unavailable(self.name, model_path, delegate, threads, unavailable)
+            return LatencyResult.unavailable(device=self.name, model=os.fspath(model_path), delegate=delegate,
+                                             threads=threads, target="adb", reason=unavailable,
+                                             device_info=device_info)
         if not {"count", "min", "max", "avg"} <= output.run_stats.keys():
             raise BadInput(f"benchmark_model on {self._device}",
                            f"printed no timings (exit {completed.returncode}): {_last_line(text)}")
         notes = [_describe_mapping(output)]
         if self._diff_binary:
             notes.append(self._inference_diff_note(model_path, delegate, threads, runs))
-        return _latency_result(self.name, model_path, delegate, threads, output, "; ".join(notes))
+        return _latency_result(self.name, model_path, delegate, threads, output, "; ".join(notes), device_info)
+
+    def device_info(self):
+        """The phone's :class:`~edge_attn.runners.result.DeviceInfo` (read once per session; fields the
+        phone does not let the shell read are None)."""
+        if self._device_info is None:
+            props = _parse_getprop(self._shell(["getprop"]).stdout)
+            cpuinfo = self._shell(["cat", "/proc/cpuinfo"])
+            governor = self._shell(["cat", GOVERNOR_FILE])
+            soc = " ".join(filter(None, (props.get("ro.soc.manufacturer"), props.get("ro.soc.model"))))
+            self._device_info = DeviceInfo(
+                name=self.name,
+                cpu=machine.cpu_name(cpuinfo.stdout) if cpuinfo.returncode == 0 else None,
+                soc=soc or props.get("ro.board.platform") or props.get("ro.hardware") or None,
+                governor=(governor.stdout.strip() or None) if governor.returncode == 0 else None,
+                runtime="TFLite benchmark_model", runtime_version=f"binary sha256 {_digest(self._benchmark_binary)}",
+                emulated=props.get("ro.kernel.qemu") == "1" or props.get("ro.hardware") in ("ranchu", "goldfish"),
+                arch=props.get("ro.product.cpu.abi"),
+            )
+        return self._device_info
 
     def inference_diff(self, model_path, *, delegate="xnnpack", threads=2, runs=50) -> InferenceDiff:
         """Run the profile's ``inference_diff`` tool: ``delegate`` (``threads`` threads) against 1-thread CPU."""
@@ -325,7 +336,7 @@ class AdbRunner:
 
     def _push(self, local, name, executable=False):
         """Copy ``local`` to ``remote_dir/name`` unless this session already did; return the remote path."""
-        remote = checked(f"{self._remote_dir}/{name}", REMOTE_PATH_PATTERN, f"{self.name}: remote path of {local}")
+        remote = checked(f"{self._remote_dir}/{name}", ABSOLUTE_PATH, f"{self.name}: remote path of {local}")
         stat = os.stat(local)
         if self._on_phone.get(remote) != (stat.st_size, stat.st_mtime_ns):
             if not self._on_phone:
@@ -364,47 +375,55 @@ class AdbRunner:
         return completed
 
 
-def _latency_result(device, model_path, delegate, threads, output, note):
+def _latency_result(device, model_path, delegate, threads, output, note, device_info):
     stats = output.run_stats
     ms = {key: value / 1000.0 for key, value in stats.items() if key != "count"}
-    p50 = ms.get("median", ms["avg"])
-    p90 = ms.get("p95", ms["max"])
     peak = output.monitored_peak_mb if output.monitored_peak_mb is not None else output.memory_overall_mb
+    warm = WarmLatency(p50=ms.get("median", ms["avg"]), p50_ci=None, p90=None, p95=ms.get("p95"), min=ms["min"],
+                       max=ms["max"], mean=ms["avg"], runs=int(stats["count"]), warmup_runs_dropped=None)
+    cold = None
+    if output.init_us is not None and output.first_inference_us is not None:
+        cold = (output.init_us + output.first_inference_us) / 1000.0
+    delegation = output.delegation.get(DELEGATE_NAMES.get(delegate))
+    total_ops = _op_count(model_path)
+    if delegate == "cpu":
+        graph = delegate_kernels_placement("not executed", total_ops)
+    else:
+        graph = delegate_kernels_placement(delegation, total_ops)
     return LatencyResult(
-        device=device, model=os.fspath(model_path), delegate=delegate, threads=threads, runs=int(stats["count"]),
-        p50_ms=p50, p90_ms=p90, min_ms=ms["min"], max_ms=ms["max"], mean_ms=ms["avg"],
-        peak_memory_mb=peak, delegation=output.delegation.get(DELEGATE_NAMES.get(delegate)),
-        note=note, op_profile=output.op_profile,
+        device=device, model=os.fspath(model_path), delegate=delegate, threads=threads, warm=warm, target="adb",
+        cold_start_ms=cold, device_info=device_info, graph=graph, peak_memory_mb=peak, delegation=delegation,
+        note=note, problems=("benchmark_model prints no per-run times: no p50 interval, no warm-up detection "
+                             "and no statistical baseline comparison",),
+        op_profile=output.op_profile,
     )
+
+
+def _op_count(model_path):
+    """Ops in the model's main graph, or None where the file cannot be read as one."""
+    try:
+        return len(inspect_tflite(model_path).ops)
+    except BadInput:
+        return None
+
+
+def _parse_getprop(text):
+    """``getprop``'s ``[key]: [value]`` lines as a dict."""
+    return dict(re.findall(r"^\[([^\]]+)\]: \[([^\]]*)\]", text, re.MULTILINE))
 
 
 def _describe_mapping(output):
     stats = output.run_stats
     if "median" in stats and "p95" in stats:
-        mapping = "p50 is benchmark_model's median, p90 its p95 (an upper bound; it reports no p90)"
+        mapping = "p50 is benchmark_model's median and p95 its p95 (it reports no p90)"
     else:
-        mapping = "p50 is benchmark_model's mean and p90 its max (this build prints no percentiles)"
+        mapping = "p50 is benchmark_model's mean (this build prints no percentiles: no p90/p95; max is its max)"
     extras = []
     if output.init_us is not None:
         extras.append(f"init {output.init_us / 1000:.1f} ms, first inference {output.first_inference_us / 1000:.1f} ms")
     if output.model_size_mb is not None:
         extras.append(f"model {output.model_size_mb:.3g} MB")
     return "; ".join([mapping, *extras])
-
-
-def _unavailable(device, model_path, delegate, threads, note):
-    nan = math.nan
-    return LatencyResult(device=device, model=os.fspath(model_path), delegate=delegate, threads=threads, runs=0,
-                         p50_ms=nan, p90_ms=nan, min_ms=nan, max_ms=nan, mean_ms=nan, available=False, note=note)
-
-
-def check_settings(delegate, threads, runs, warmup):
-    """BadInput unless ``delegate`` is one of DELEGATES and the counts are integers of sensible size."""
-    if delegate not in DELEGATES:
-        raise BadInput("delegate", f"expected one of {', '.join(map(repr, DELEGATES))}, got {delegate!r}")
-    for what, value, least in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
-            raise BadInput(what, f"expected an integer >= {least}, got {value!r}")
 
 
 def _digest(path):

@@ -1,17 +1,20 @@
 """Runs on a Linux board, copied there by the ssh runner: times a .tflite model with the board's LiteRT,
 or runs samples through it and sends the raw outputs back.
 
-Self-contained on purpose: the board has Python, numpy and ``ai_edge_litert`` (or the older
-``tflite_runtime``), not edge_attn, so this file imports nothing else. The ssh runner
-(:mod:`edge_attn.runners.ssh`) computes the statistics and does the (de)quantization on the host.
+The board has Python, numpy and ``ai_edge_litert`` (or the older ``tflite_runtime``), not edge_attn: the
+ssh runner copies this file together with its two self-contained siblings, :mod:`edge_attn.runners.timing`
+(the timing loop every runner uses) and :mod:`edge_attn.runners.machine` (the machine fingerprint), into
+one folder, and this script imports them from there. The ssh runner (:mod:`edge_attn.runners.ssh`)
+computes the statistics and does the (de)quantization on the host.
 
 Command lines (one JSON object, or an .npz, goes to stdout; anything LiteRT prints goes to stderr):
 
 ``python remote_bench.py bench MODEL --delegate D --threads N --runs N --warmup N --deadline-s S``
-    ``{"times_ms": [...], "peak_memory_mb": ..., "ops": [...], "delegation": ..., "runtime": ...}``, or
-    ``{"unavailable": "why"}`` when the delegate cannot run on this board. Timing is as on the host
-    runner: random input of the model's type set once, ``--warmup`` untimed invokes, then each of
-    ``--runs`` invokes timed alone, stopping early once ``--deadline-s`` seconds have passed since loading.
+    ``{"times_ms": [...], "cold_start_ms": ..., "peak_memory_mb": ..., "ops": [...], "fully_accelerated":
+    ..., "runtime": ..., "machine": {...}}``, or ``{"unavailable": "why", "machine": {...}}`` when the
+    delegate cannot run on this board. Timing is :func:`timing.timed_session`, as on the host: cold start,
+    ``--warmup`` untimed invokes, then each of ``--runs`` invokes timed alone, stopping early once
+    ``--deadline-s`` seconds have passed since loading.
 ``python remote_bench.py outputs MODEL --delegate D --threads N < inputs.npz > outputs.npz``
     ``inputs.npz`` holds ``x``: samples already in the model's input type, one per row; ``outputs.npz``
     holds ``y``: the model's raw output for each, one invoke per sample.
@@ -26,6 +29,13 @@ import os
 import re
 import sys
 import time
+
+if __package__:  # imported on the host, as part of edge_attn
+    import edge_attn.runners.machine as machine
+    import edge_attn.runners.timing as timing
+else:  # run on the board: the siblings were copied into this script's folder (sys.path[0])
+    import machine
+    import timing
 
 EXIT_NO_LITERT = 3
 EXIT_BAD_MODEL = 4
@@ -81,66 +91,48 @@ def _load(interpreter_module, path, delegate, threads):
     return interpreter
 
 
-def random_input(rng, dtype, shape):
-    """Random data of ``dtype`` (integers over the type's whole range, floats standard normal): latency of
-    dense kernels does not depend on the values."""
-    import numpy as np
-
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(info.min, info.max, size=shape, endpoint=True, dtype=dtype)
-    return rng.standard_normal(shape).astype(dtype)
-
-
 def _bench(interpreter_module, args):
     import numpy as np
 
-    baseline_kib = reset_peak_rss()
+    baseline_kib = timing.reset_peak_rss()
     deadline = time.perf_counter() + args.deadline_s
+    about = {"runtime": f"{interpreter_module.__name__} on Python {sys.version.split()[0]}",
+             "machine": machine.fingerprint(interpreter_module)}
     rng = np.random.default_rng(0)
-    ops = None
     if args.delegate == "gpu":
         try:
-            invoke, delegation = _compiled_model_on_gpu(args.model, args.threads, rng)
+            model, session = timing.timed_session(lambda: _compiled_model_on_gpu(args.model, args.threads),
+                                                  lambda model: timing.fill_compiled_model_inputs(model, rng),
+                                                  args.warmup, args.runs, deadline)
         except (ImportError, RuntimeError, ValueError) as e:
             # LiteRT's exceptions are often only source locations ("ERROR: [compiled_model.cc:1036]"); the
             # reason is in its native log on stderr, which the runner reads.
             lines = [re.sub(r"^[\u2514\s]*(ERROR: \[[^\]]*\])?\s*", "", line) for line in str(e).splitlines()]
             reason = "".join(f": {line}" for line in lines[-1:] if line)
             return {"unavailable": "LiteRT CompiledModel with the GPU accelerator could not be created on "
-                                   f"the board{reason}"}
-    else:
-        interpreter = _load(interpreter_module, args.model, args.delegate, args.threads)
-        for detail in interpreter.get_input_details():
-            interpreter.set_tensor(detail["index"], random_input(rng, detail["dtype"], tuple(detail["shape"])))
-        invoke, delegation = interpreter.invoke, None
-        if args.delegate == "xnnpack" and hasattr(interpreter, "_get_ops_details"):
-            ops = [{"op_name": node["op_name"], "inputs": [int(t) for t in node["inputs"]],
-                    "outputs": [int(t) for t in node["outputs"]]} for node in interpreter._get_ops_details()]
-    times_ms = time_runs(invoke, args.warmup, args.runs, deadline)
-    return {"times_ms": times_ms, "peak_memory_mb": peak_rss_growth_mb(baseline_kib), "ops": ops,
-            "delegation": delegation, "runtime": f"{interpreter_module.__name__} on Python {sys.version.split()[0]}"}
+                                   f"the board{reason}", **about}
+        return {**session, "peak_memory_mb": timing.peak_rss_growth_mb(baseline_kib), "ops": None,
+                "fully_accelerated": model.is_fully_accelerated(), **about}
+
+    interpreter, session = timing.timed_session(
+        lambda: _load(interpreter_module, args.model, args.delegate, args.threads),
+        lambda interpreter: timing.fill_interpreter_inputs(interpreter, rng), args.warmup, args.runs, deadline)
+    ops = None
+    if hasattr(interpreter, "_get_ops_details"):
+        ops = [{"op_name": node["op_name"], "inputs": [int(t) for t in node["inputs"]],
+                "outputs": [int(t) for t in node["outputs"]]} for node in interpreter._get_ops_details()]
+    return {**session, "peak_memory_mb": timing.peak_rss_growth_mb(baseline_kib), "ops": ops,
+            "fully_accelerated": None, **about}
 
 
-def _compiled_model_on_gpu(path, threads, rng):
-    """An invoke function for LiteRT's CompiledModel with the GPU accelerator (CPU for what it leaves)."""
+def _compiled_model_on_gpu(path, threads):
+    """LiteRT's CompiledModel with the GPU accelerator (CPU for what it leaves)."""
     from ai_edge_litert.compiled_model import CompiledModel
     from ai_edge_litert.hardware_accelerator import HardwareAccelerator
     from ai_edge_litert.options import CpuOptions, Options
 
     options = Options(HardwareAccelerator.GPU | HardwareAccelerator.CPU, cpu_options=CpuOptions(num_threads=threads))
-    model = CompiledModel.from_file(path, options=options)
-    signature = next(iter(model.get_signature_list()))
-    inputs = {}
-    for name, detail in model.get_input_tensor_details(signature).items():
-        inputs[name] = model.create_input_buffer_by_name(signature, name)
-        inputs[name].write(random_input(rng, detail["dtype"], tuple(detail["shape"])))
-    outputs = {name: model.create_output_buffer_by_name(signature, name)
-               for name in model.get_output_tensor_details(signature)}
-    delegation = ("completely executed by the GPU" if model.is_fully_accelerated()
-                  else "partially executed by the GPU (the rest on CPU)")
-    return (lambda: model.run_by_name(signature, inputs, outputs)), delegation
+    return CompiledModel.from_file(path, options=options)
 
 
 def _outputs(interpreter_module, args, npz_bytes):
@@ -158,51 +150,6 @@ def _outputs(interpreter_module, args, npz_bytes):
     buffer = io.BytesIO()
     np.savez(buffer, y=np.stack(outputs))
     return buffer.getvalue()
-
-
-def time_runs(invoke, warmup, runs, deadline):
-    """Milliseconds of each timed ``invoke()`` after ``warmup`` untimed ones, stopping after ``deadline``
-    (a ``time.perf_counter()`` value)."""
-    for _ in range(warmup):
-        invoke()
-    times_ms = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        invoke()
-        end = time.perf_counter()
-        times_ms.append((end - start) * 1000.0)
-        if end > deadline:
-            break
-    return times_ms
-
-
-def reset_peak_rss():
-    """Reset this process's peak resident memory (Linux ``VmHWM``) and return the resident memory in KiB,
-    or None where the kernel does not allow it."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")  # "5": reset the resident-set high-water mark (Linux >= 4.0, proc(5))
-        return proc_status_kib("VmRSS")
-    except (OSError, ValueError):
-        return None
-
-
-def peak_rss_growth_mb(baseline_kib):
-    """Growth of the peak resident memory since the reset: loading the model, its arena and the runs."""
-    if baseline_kib is None:
-        return None
-    try:
-        return max(0, proc_status_kib("VmHWM") - baseline_kib) / 1024.0
-    except (OSError, ValueError):
-        return None
-
-
-def proc_status_kib(field):
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(f"{field}:"):
-                return int(line.split()[1])
-    raise ValueError(f"/proc/self/status has no {field}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
 """Latency and outputs of a .tflite model on a Linux board over ssh, with LiteRT in the board's own Python.
 
-The runner copies the model and :mod:`edge_attn.runners.remote_bench` (a self-contained script: numpy and
-``ai_edge_litert`` on the board are all it needs) into the profile's ``remote_dir`` with OpenSSH's
+The runner copies the model and :mod:`edge_attn.runners.remote_bench` with its two self-contained siblings
+(:mod:`~edge_attn.runners.timing`, :mod:`~edge_attn.runners.machine`: numpy and ``ai_edge_litert`` on the
+board are all they need) into the profile's ``remote_dir`` with OpenSSH's
 ``scp`` (which speaks SFTP since OpenSSH 9: the board's sshd needs its sftp subsystem, as stock Debian and
 Raspberry Pi OS have), runs the script with the profile's ``python`` over ``ssh`` and reads back its JSON
 (or .npz).
-The board times the model exactly as the host runner does (random input set once, warm-up, each invoke
-timed alone); the statistics are computed here with the host runner's :func:`latency_stats`, so host and
-board numbers mean the same thing. ``cpu`` and ``xnnpack`` use the LiteRT Interpreter, ``gpu`` LiteRT's
+The board times the model with the host runner's own timing loop (cold start, warm-up, each invoke
+timed alone) and describes itself with the host's fingerprint code; the statistics (warm-up detection,
+p50 and its interval) are computed here as for the host, so host and board numbers mean the same thing.
+A profile with ``emulated = true`` (or a board found running under qemu) gives results marked emulated:
+such latency is not a device figure. ``cpu`` and ``xnnpack`` use the LiteRT Interpreter, ``gpu`` LiteRT's
 CompiledModel GPU accelerator (``available=False`` with the reason where the board has none), ``nnapi``
 is Android-only and answered without contacting the board. ``peak_memory_mb`` is the growth of the
 board process's peak resident memory while loading and running the model (Linux ``VmHWM``).
@@ -29,10 +32,10 @@ LiteRT is a one-line :class:`BadInput`.
 import hashlib
 import io
 import json
-import math
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import tempfile
 
@@ -41,18 +44,22 @@ import numpy as np
 from edge_attn.convert import inspect_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import dequantize, make_interpreter, quantize
-from edge_attn.runners import remote_bench
-from edge_attn.runners.adb import check_settings, checked, checked_remote_dir
-from edge_attn.runners.base import LatencyResult
-from edge_attn.runners.host import _NATIVE_ERROR, _NO_DELEGATE, _xnnpack_delegation, latency_stats
+import edge_attn.runners.machine as machine
+import edge_attn.runners.remote_bench as remote_bench
+import edge_attn.runners.timing as timing
+from edge_attn.runners.command_line import COMMAND, HOST, USER, checked, checked_remote_dir
+from edge_attn.runners.delegation import NATIVE_ERROR, compiled_model_placement, no_delegate, xnnpack_placement
+from edge_attn.runners.host import NNAPI_ELSEWHERE
+from edge_attn.runners.result import DeviceInfo, LatencyResult, timed
+from edge_attn.runners.settings import check_delegate, check_settings
 
-HOST_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,252}")  # a name, an ssh-config alias, IPv4 or bare IPv6
-USER_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}")
-COMMAND_PATTERN = re.compile(r"[A-Za-z0-9_./+][A-Za-z0-9_.+/-]*")  # "python3" or a path to one
+HOST_PATTERN, USER_PATTERN, COMMAND_PATTERN = HOST, USER, COMMAND  # the names of earlier versions
 # Seconds beyond the profile's timeout_s for the board's Python to start and load the model, and for
 # the last invoke after the deadline (the board stops timing at timeout_s by itself).
 STARTUP_GRACE_S = 60
 REMOTE_SCRIPT = remote_bench.__file__
+# The script and the self-contained modules it imports, copied together into one folder on the board.
+REMOTE_FILES = (REMOTE_SCRIPT, timing.__file__, machine.__file__)
 _SSH_FAILURE = re.compile(r"ssh:|Permission denied|Host key|Connection|Could not resolve|timed out|refused",
                           re.IGNORECASE)
 
@@ -104,38 +111,50 @@ class SshRunner:
                          "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR"]
         if self._identity:
             self._options += ["-o", "IdentitiesOnly=yes", "-i", self._identity]
+        self._emulated = bool(profile.emulated)
         self._on_board = set()  # remote paths copied this session
 
     def benchmark(self, model_path, *, delegate="xnnpack", threads=2, runs=50, warmup=5,
                   op_profile=False) -> LatencyResult:
         """Latency of ``model_path`` on the board with ``delegate``."""
         check_settings(delegate, threads, runs, warmup)
-        settings = dict(device=self.name, model=os.fspath(model_path), delegate=delegate, threads=threads)
-        inspect_tflite(model_path)  # a missing or corrupt model is BadInput before the board is contacted
+        settings = dict(device=self.name, model=os.fspath(model_path), delegate=delegate, threads=threads,
+                        target="ssh")
+        total_ops = len(inspect_tflite(model_path).ops)  # a missing or corrupt model is BadInput before the board is contacted
         if delegate == "nnapi":
-            return _unavailable(settings, "NNAPI is Android's neural-network API; measure it on an Android "
-                                          "device (a kind = \"adb\" profile)")
+            return LatencyResult.unavailable(**settings, reason=NNAPI_ELSEWHERE)
         remote_model, remote_script = self._upload(model_path)
         completed = self._run_script([remote_script, "bench", remote_model, "--delegate", delegate,
                                       "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup),
                                       "--deadline-s", f"{self._deadline_s:g}"], model_path)
         report = _last_json(completed.stdout, self._where)
+        info = DeviceInfo.from_fingerprint(self.name, report.get("machine") or {}, emulated=self._emulated)
         if "unavailable" in report:
-            native = _NATIVE_ERROR.search(completed.stderr)  # LiteRT's own log says why, on the board's stderr
-            return _unavailable(settings, report["unavailable"] + (f" ({native[1].strip()})" if native else ""))
+            native = NATIVE_ERROR.search(completed.stderr)  # LiteRT's own log says why, on the board's stderr
+            reason = report["unavailable"] + (f" ({native[1].strip()})" if native else "")
+            return LatencyResult.unavailable(**settings, reason=reason, device_info=info)
         times_ms = report["times_ms"]
-        delegation = {"cpu": _NO_DELEGATE, "gpu": report.get("delegation")}.get(delegate)
-        if delegate == "xnnpack" and report.get("ops"):
-            delegation = _xnnpack_delegation(report["ops"])
+        if delegate == "cpu":
+            graph, delegation = no_delegate(total_ops)
+        elif delegate == "gpu":
+            graph, delegation = compiled_model_placement(report.get("fully_accelerated"), total_ops, "GPU")
+        elif report.get("ops"):
+            graph, delegation = xnnpack_placement(report["ops"])
+        else:
+            graph, delegation = None, None
         notes = [f"measured on the board with {report['runtime']}"]
+        problems = []
+        if info.emulated:
+            problems.append("emulated board: the latency is not a device figure")
         if len(times_ms) < runs:
-            notes.append(f"stopped after {len(times_ms)} of {runs} runs: timeout_s = {self._deadline_s:g} "
-                         f"of profile {self.name!r} passed")
+            problems.append(f"stopped after {len(times_ms)} of {runs} runs: timeout_s = {self._deadline_s:g} "
+                            f"of profile {self.name!r} passed")
         if op_profile:
             notes.append("per-op profiles are not available from LiteRT's Python API")
-        return LatencyResult(**settings, runs=len(times_ms), **latency_stats(times_ms),
+        return LatencyResult(**settings, **timed(times_ms), cold_start_ms=report.get("cold_start_ms"),
+                             device_info=info, graph=graph,
                              peak_memory_mb=report.get("peak_memory_mb"), delegation=delegation,
-                             note="; ".join(notes))
+                             note="; ".join(notes + problems), problems=tuple(problems))
 
     def run_outputs(self, model_path, x, *, delegate="xnnpack", threads=2) -> np.ndarray:
         """The model's float outputs (N, ...) for float samples ``x`` (N, ...), computed on the board.
@@ -143,8 +162,7 @@ class SshRunner:
         Like :func:`edge_attn.litert.run`: one sample per invoke, integer inputs quantized with the model's
         input scale and zero point, integer outputs dequantized.
         """
-        if delegate not in ("cpu", "xnnpack"):
-            raise BadInput("delegate", f"run_outputs runs the LiteRT Interpreter: 'cpu' or 'xnnpack', got {delegate!r}")
+        check_delegate(delegate, allowed=("cpu", "xnnpack"))  # run_outputs runs the LiteRT Interpreter
         check_settings(delegate, threads, 1, 0)
         interpreter = make_interpreter(model_path)
         input_detail, output_detail = _single_io(interpreter)
@@ -170,27 +188,33 @@ class SshRunner:
     # ---------------------------------------------------------------- transport
 
     def _upload(self, model_path):
-        """Copy the model and the measuring script to the board (once per session); their remote paths.
+        """Copy the model and the measuring scripts to the board (once per session); the remote paths of the
+        model and of the script.
 
-        Both are named by content, so a changed model or script is copied again and nothing collides.
+        Both are named by content (the scripts' folder by all three files), so a changed model or script
+        is copied again and nothing collides.
         """
         model_name = f"model-{_digest(model_path)}.tflite"
-        script_name = f"remote_bench-{_digest(REMOTE_SCRIPT)}.py"
-        wanted = {name: source for name, source in ((model_name, model_path), (script_name, REMOTE_SCRIPT))
-                  if f"{self._remote_dir}/{name}" not in self._on_board}
+        scripts_name = f"scripts-{_digest(*REMOTE_FILES)}"
+        wanted = [name for name in (model_name, scripts_name) if f"{self._remote_dir}/{name}" not in self._on_board]
         if wanted:
             if not self._on_board:
                 self._call([self._ssh, *self._options, "-p", self._port, "--", self._destination,
                             shlex.join(["mkdir", "-p", self._remote_dir])])
             with tempfile.TemporaryDirectory(prefix="edge_attn-upload-") as staging:
-                # scp keeps the source's file name: stage links carrying the remote names
-                for name, source in wanted.items():
-                    os.symlink(os.path.abspath(source), os.path.join(staging, name))
-                self._call([self._scp, *self._options, "-q", "-P", self._port, "--",
-                            *(os.path.join(staging, name) for name in sorted(wanted)),
+                # scp keeps the source's name: stage a link carrying the model's remote name and a folder of scripts
+                if model_name in wanted:
+                    os.symlink(os.path.abspath(model_path), os.path.join(staging, model_name))
+                if scripts_name in wanted:
+                    os.mkdir(os.path.join(staging, scripts_name))
+                    for source in REMOTE_FILES:
+                        shutil.copyfile(source, os.path.join(staging, scripts_name, os.path.basename(source)))
+                self._call([self._scp, *self._options, "-q", "-r", "-P", self._port, "--",
+                            *(os.path.join(staging, name) for name in wanted),
                             f"{self._scp_destination}:{self._remote_dir}/"])
             self._on_board.update(f"{self._remote_dir}/{name}" for name in wanted)
-        return f"{self._remote_dir}/{model_name}", f"{self._remote_dir}/{script_name}"
+        return (f"{self._remote_dir}/{model_name}",
+                f"{self._remote_dir}/{scripts_name}/{os.path.basename(REMOTE_SCRIPT)}")
 
     def _run_script(self, arguments, model_path, stdin=None):
         command = shlex.join([self._python, *arguments])
@@ -245,12 +269,6 @@ def _to_float_output(detail, raw):
     return raw.astype(np.float32)
 
 
-def _unavailable(settings, note):
-    nan = math.nan
-    return LatencyResult(**settings, runs=0, p50_ms=nan, p90_ms=nan, min_ms=nan, max_ms=nan, mean_ms=nan,
-                         available=False, note=note)
-
-
 def _last_json(stdout, where):
     lines = [line for line in stdout.decode("utf-8", "replace").splitlines() if line.startswith("{")]
     try:
@@ -259,9 +277,14 @@ def _last_json(stdout, where):
         raise BadInput(where, "the measuring script printed no result") from None
 
 
-def _digest(path):
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
+def _digest(*paths):
+    """First 16 hex digits of the SHA-256 of the files' contents, one after the other."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def _connection_problem(stderr):
