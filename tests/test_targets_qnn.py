@@ -190,6 +190,12 @@ def test_compile_writes_the_npu_model_and_its_cpu_fallback(qnn, models, tmp_path
                                   for p in out_dir.iterdir() if p.suffix == ".tflite"}
 
 
+def test_a_compile_over_its_time_limit_is_a_failure_not_a_hang(qnn, models):
+    result = compile_qnn(models["atan2"], "SM8650", timeout_s=0.001)  # no process starts that fast
+    assert not result.compiled and result.compiled_model is None
+    assert "timed out after 0.001 s" in result.problems[0]
+
+
 @pytest.mark.parametrize("argv, option", [
     (["--soc", "SM9999"], "--soc"),
     ([], "--soc"),

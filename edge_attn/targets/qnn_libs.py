@@ -113,7 +113,7 @@ def _prepared(lib_dir, *, extra_paths, source, declared_version, cache_dir):
     real_lpai = os.path.join(lib_dir, LPAI)
     has_lpai = os.path.isfile(real_lpai)
     files = [os.path.join(lib_dir, name) for name in NEEDED] + ([real_lpai] if has_lpai else [])
-    fingerprint = hashlib.sha256()
+    fingerprint = hashlib.sha256(_STUB_SOURCE.encode())  # a changed stand-in gets a new folder
     for path in files:
         st = os.stat(path)
         fingerprint.update(f"{os.path.realpath(path)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
