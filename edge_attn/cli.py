@@ -218,7 +218,7 @@ def cmd_check(args):
 def cmd_compat(args):
     from edge_attn.delegates import check_compat, format_compat
 
-    if args.delegate == "qnn" or args.soc is not None:
+    if args.delegate in ("qnn", "openvino") or args.soc is not None:
         from edge_attn.targets.qnn import compat_qnn
 
         return compat_qnn(args.model, args.delegate, args.soc, json_output=args.json)
@@ -339,9 +339,11 @@ def build_parser():
                                    "Analyzer claims GPU compatibility for ops the GPU delegate rejects), the "
                                    "partitions the delegate would create, and a one-line summary.")
     p.add_argument("model", help="the .tflite model")
-    p.add_argument("--delegate", required=True, choices=("gpu", "nnapi", "xnnpack", "qnn"),
-                   help="qnn: Qualcomm's real HTP (NPU) compiler through LiteRT's AOT plug-in, for --soc")
-    p.add_argument("--soc", help="Qualcomm SoC for --delegate qnn (SM8650, SM8850, ...; see docs/targets-npu.md)")
+    p.add_argument("--delegate", required=True, choices=("gpu", "nnapi", "xnnpack", "qnn", "openvino"),
+                   help="qnn: Qualcomm's real HTP (NPU) compiler through LiteRT's AOT plug-in, for --soc; "
+                        "openvino: the Intel NPU plug-in's partitioning only (it cannot compile here)")
+    p.add_argument("--soc", help="SoC for --delegate qnn (SM8650, SM8850, ...) or openvino (LNL, PTL); see "
+                                 "docs/targets-npu.md")
     p.add_argument("--android-api", type=int, help="Android API level for NNAPI (27..36; default: judge at 36 "
                                                      "and show each op's minimum level)")
     p.add_argument("--xnnpack-rules", choices=("readme", "litert"), default="readme",

@@ -91,11 +91,12 @@ class QnnResult:
     compiled: bool
     compile_seconds: float | None
     problems: tuple
+    runtime: str = "QNN"
     compiled_model: bytes | None = dataclasses.field(default=None, repr=False)
 
     def to_dict(self):
         return {
-            "target": self.target, "soc": self.soc, "runtime": "QNN", "runtime_version": self.runtime_version,
+            "target": self.target, "soc": self.soc, "runtime": self.runtime, "runtime_version": self.runtime_version,
             "htp_arch": self.htp_arch, "libraries": self.libraries, "accelerated_ops": self.accelerated_ops,
             "total_ops": self.total_ops, "partitions": self.partitions, "compiled": self.compiled,
             "compile_seconds": self.compile_seconds,
@@ -150,12 +151,15 @@ def compile_qnn(model, soc, *, timeout_s=DEFAULT_TIMEOUT_S, libraries=None):
         source = os.path.join(work, "model.tflite")
         with open(source, "wb") as f:
             f.write(data)
-        partitioned = _run(libraries, "partition", source, os.path.join(work, "partitioned.tflite"), soc, timeout_s)
-        applied = _run(libraries, "apply", source, os.path.join(work, "compiled.tflite"), soc, timeout_s)
+        plugin = _qualcomm_plugin_dir()
+        partitioned, applied = (run_plugin(libraries.search_path, MANUFACTURER, plugin, command, source,
+                                           os.path.join(work, f"{command}.tflite"), soc, timeout_s)
+                                for command in ("partition", "apply"))
     log = partitioned.log + "\n" + applied.log
     problems = []
     if partitioned.ok:
-        ops, partitions, placement_problems = _placement(info, partitioned.output, partitioned.log)
+        ops, partitions, placement_problems = placement(info, partitioned.output, partitioned.log,
+                                                        _refusals(partitioned.log))
         problems += placement_problems
     else:
         reason = f"the whole compile failed: {partitioned.failure}"
@@ -186,25 +190,35 @@ class _Run:
     failure: str | None
 
 
-def _plugin_paths():
-    from ai_edge_litert.aot.core import common
+def _qualcomm_plugin_dir():
     from ai_edge_litert.aot.vendors.qualcomm import qualcomm_backend
 
+    return plugin_dir(qualcomm_backend.COMPILER_PLUGIN_LIB_PATH, "--delegate qnn")
+
+
+def plugin_dir(plugin_path, what):
+    """The folder of a LiteRT compiler plug-in (a path relative to the ai_edge_litert package)."""
+    from ai_edge_litert.aot.core import common
+
     try:
-        binary = common.get_resource(Path("tools/apply_plugin_main"))
-        plugin = common.get_resource(qualcomm_backend.COMPILER_PLUGIN_LIB_PATH)
+        return str(common.get_resource(Path(plugin_path)).parent)
     except FileNotFoundError as error:
-        raise BadInput("--delegate qnn", f"the installed ai-edge-litert has no AOT compiler for this platform "
-                                         f"({error})") from error
-    return str(binary), str(plugin.parent)
+        raise BadInput(what, f"the installed ai-edge-litert has no such compiler plug-in here ({error})") from error
 
 
-def _run(libraries, command, source, output, soc, timeout_s):
-    binary, plugin_dir = _plugin_paths()
-    args = [binary, f"--cmd={command}", f"--model={source}", f"--o={output}", f"--soc_manufacturer={MANUFACTURER}",
-            f"--soc_model={soc}", "--err=--", f"--libs={plugin_dir}"]
+def run_plugin(search_path, manufacturer, plugin_folder, command, source, output, soc, timeout_s):
+    """One run of LiteRT's ``apply_plugin_main`` (``command`` "partition" or "apply") in a child process with
+    ``search_path`` in front of its ``LD_LIBRARY_PATH``; a timeout or a non-zero exit is a failed run."""
+    from ai_edge_litert.aot.core import common
+
+    try:
+        binary = str(common.get_resource(Path("tools/apply_plugin_main")))
+    except FileNotFoundError as error:
+        raise BadInput("ai-edge-litert", "has no AOT compiler (apply_plugin_main) for this platform") from error
+    args = [binary, f"--cmd={command}", f"--model={source}", f"--o={output}", f"--soc_manufacturer={manufacturer}",
+            f"--soc_model={soc}", "--err=--", f"--libs={plugin_folder}"]
     env = dict(os.environ)
-    env["LD_LIBRARY_PATH"] = os.pathsep.join([*libraries.search_path, *filter(None, [env.get("LD_LIBRARY_PATH")])])
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*search_path, *filter(None, [env.get("LD_LIBRARY_PATH")])])
     start = time.perf_counter()
     try:
         result = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, timeout=timeout_s,
@@ -218,10 +232,10 @@ def _run(libraries, command, source, output, soc, timeout_s):
     if result.returncode == 0 and produced:
         with open(output, "rb") as f:
             return _Run(True, True, log, seconds, f.read(), None)
-    return _Run(False, True, log, seconds, None, _failure(log, result.returncode))
+    return _Run(False, True, log, seconds, None, failure_message(log, result.returncode))
 
 
-def _failure(log, returncode):
+def failure_message(log, returncode):
     """The compiler's own message for a failed run, in one line."""
     for line in log.splitlines():
         match = _ERROR_LINE.match(line.strip())
@@ -229,7 +243,7 @@ def _failure(log, returncode):
         if message and not message.startswith("ERROR:") and not any(n in message for n in _NOISE):
             return _name_element_type(message)
     if "Loaded 0 plugins" in log:
-        return "LiteRT's Qualcomm plug-in did not load (a QNN library is missing or unloadable)"
+        return "LiteRT's compiler plug-in did not load (a vendor library it needs is missing or unloadable)"
     tail = [line.strip() for line in log.splitlines() if line.strip()][-1:]
     signal_note = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
     return f"{signal_note}" + (f"; last log line: {tail[0]}" if tail else "")
@@ -260,8 +274,9 @@ def _refusals(log):
     return reasons
 
 
-def _placement(info, partitioned_bytes, log):
-    """Per-op placement from the partitioned model: ops of new subgraph k (1-based) are in NPU partition k-1."""
+def placement(info, partitioned_bytes, log, refused):
+    """Per-op placement from the partitioned model: ops of new subgraph k (1-based) are in NPU partition k-1;
+    ``refused`` maps op index → the compiler's reason for an op left on the CPU."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(partitioned_bytes))
@@ -271,7 +286,6 @@ def _placement(info, partitioned_bytes, log):
         for op in subgraph.operators or []:
             for t in op.outputs if op.outputs is not None else []:
                 partition_of[(subgraph.tensors[t].name or b"").decode("utf-8", "replace")] = number
-    refused = _refusals(log)
     ops, problems = [], []
     for op in info.ops:
         names = [info.tensors[t].name for t in op.outputs]
@@ -280,7 +294,7 @@ def _placement(info, partitioned_bytes, log):
             ops.append(QnnOp(op.index, op.op, "npu", min(numbers)))
         else:
             ops.append(QnnOp(op.index, op.op, "cpu", None,
-                             refused.get(op.index, "not selected by the Qualcomm partitioner (no message in its log)")))
+                             refused.get(op.index, "not selected by the partitioner (no message in its log)")))
     stats = [m for m in _PARTITION_STATS.findall(log) if m[0] == "0"]
     if stats:
         selected, total, count = int(stats[0][1]), int(stats[0][2]), int(stats[0][3])
@@ -311,11 +325,17 @@ def _first(pattern, text):
 
 def format_qnn(result):
     """The human-readable report of :func:`compile_qnn`'s result."""
-    head = (f"{result.target} ({MANUFACTURER} HTP {result.htp_arch or '?'}, QNN {result.runtime_version or '?'}; "
-            f"libraries: {result.libraries})")
+    if result.runtime == "QNN":
+        head = (f"{result.target} ({MANUFACTURER} HTP {result.htp_arch or '?'}, QNN {result.runtime_version or '?'}; "
+                f"libraries: {result.libraries})")
+    else:
+        head = f"{result.target} ({result.runtime} {result.runtime_version or '?'})"
     if result.compiled:
         summary = (f"{result.accelerated_ops}/{result.total_ops} ops on the NPU in {result.partitions} partition(s); "
                    f"compiled in {result.compile_seconds:.2f} s ({len(result.compiled_model)} bytes)")
+    elif result.partitions:
+        summary = (f"{result.accelerated_ops}/{result.total_ops} ops would go to the NPU in {result.partitions} "
+                   "partition(s); not compiled")
     else:
         summary = "not compiled: the model cannot be AOT-compiled for this SoC (it would run on the CPU only)"
     width = max([len(op.op) for op in result.ops] + [2])
@@ -365,8 +385,12 @@ def compat_qnn(model, delegate, soc, *, json_output=False):
     """``edge-attn compat MODEL --delegate qnn --soc SOC``: prints the placement; exit 1 when the compile failed."""
     import json
 
+    if delegate == "openvino":
+        from edge_attn.targets.openvino import compat_openvino
+
+        return compat_openvino(model, soc, json_output=json_output)
     if delegate != "qnn":
-        raise BadInput("--soc", f"applies to --delegate qnn only, not {delegate}")
+        raise BadInput("--soc", f"applies to --delegate qnn and openvino only, not {delegate}")
     if soc is None:
         raise BadInput("--soc", f"--delegate qnn needs a Qualcomm SoC; one of {', '.join(soc_models())}")
     result = compile_qnn(model, soc)
