@@ -234,9 +234,19 @@ def cmd_check(args):
 def cmd_compat(args):
     from edge_attn.delegates import check_compat, format_compat
 
+    if args.delegate in ("qnn", "openvino") or args.soc is not None:
+        from edge_attn.targets.qnn import compat_qnn
+
+        return compat_qnn(args.model, args.delegate, args.soc, json_output=args.json)
     report = check_compat(args.model, args.delegate, args.android_api, xnnpack_rules=args.xnnpack_rules)
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_compat(report))
     return 0
+
+
+def cmd_compile(args):
+    from edge_attn.targets.qnn import compile_cli
+
+    return compile_cli(args.model, args.npu, args.out, json_output=args.json)
 
 
 def cmd_bundle(args):
@@ -347,7 +357,11 @@ def build_parser():
                                    "Analyzer claims GPU compatibility for ops the GPU delegate rejects), the "
                                    "partitions the delegate would create, and a one-line summary.")
     p.add_argument("model", help="the .tflite model")
-    p.add_argument("--delegate", required=True, choices=("gpu", "nnapi", "xnnpack"))
+    p.add_argument("--delegate", required=True, choices=("gpu", "nnapi", "xnnpack", "qnn", "openvino"),
+                   help="qnn: Qualcomm's real HTP (NPU) compiler through LiteRT's AOT plug-in, for --soc; "
+                        "openvino: the Intel NPU plug-in's partitioning only (it cannot compile here)")
+    p.add_argument("--soc", help="SoC for --delegate qnn (SM8650, SM8850, ...) or openvino (LNL, PTL); see "
+                                 "docs/targets-npu.md")
     p.add_argument("--android-api", type=int, help="Android API level for NNAPI (27..36; default: judge at 36 "
                                                      "and show each op's minimum level)")
     p.add_argument("--xnnpack-rules", choices=("readme", "litert"), default="readme",
@@ -355,6 +369,17 @@ def build_parser():
                         "spatial axes); litert: current LiteRT, which also takes channel MEAN/REDUCE_MAX/SUM")
     _add_common(p)
     p.set_defaults(func=cmd_compat)
+
+    p = sub.add_parser("compile", help="AOT-compile a .tflite for a Qualcomm NPU (and keep its CPU fallback)",
+                       description="Compile with Qualcomm's HTP compiler through LiteRT's AOT plug-in: writes "
+                                   "MODEL_Qualcomm_SOC.tflite (what an app ships for that SoC), MODEL.tflite (the "
+                                   "CPU-only fallback, unchanged) and compile.json. Exit 1 when the compile fails.")
+    p.add_argument("model", help="the .tflite model")
+    p.add_argument("--npu", required=True, action="append", help="qnn:SOC, e.g. qnn:SM8650 (repeatable)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_force(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("bench", help="latency of a .tflite on a device (host, adb phone, ssh board)",
                        description="Measure latency on a device profile; with --reference, the float model is "

@@ -7,7 +7,10 @@ which lifts MUL's version cap and the quantized AVERAGE_POOL_2D window limit. Re
 level 6 (int32 RESHAPE, int32/uint8 PACK) are never assumed: feature levels are NNAPI-module updates, not API
 numbers. The verdicts are an upper bound: the vendor driver can still refuse ops.
 
-NNAPI is deprecated from Android 15 (API 35) — developer.android.com/ndk/guides/neuralnetworks.
+NNAPI is deprecated from Android 15 (API 35) — developer.android.com/ndk/guides/neuralnetworks. LiteRT's
+successor for NPUs is its NPU accelerator running a vendor AOT-compiled model: ``edge-attn compat --delegate qnn
+--soc SOC`` asks Qualcomm's real compiler (:mod:`edge_attn.targets.qnn`) and ``edge-attn compile --npu qnn:SOC``
+writes the model to ship; the GPU delegate and the CPU path (XNNPACK) remain the portable choices.
 """
 
 from edge_attn.delegates.rules import Check, Delegate, OpRule, describe_types, is_quant8
@@ -355,7 +358,9 @@ def warnings(graph, verdicts, target):
     found = []
     if api >= DEPRECATED_FROM:
         found.append(f"NNAPI is deprecated from Android 15 (API {DEPRECATED_FROM}): use the GPU delegate, or the CPU "
-                     f"path (XNNPACK), on API {api} [{DEPRECATION_SOURCE}]")
+                     f"path (XNNPACK), on API {api}; for a Qualcomm NPU, LiteRT's NPU accelerator with an AOT-compiled "
+                     "model (edge-attn compat --delegate qnn --soc SOC; edge-attn compile --npu qnn:SOC) "
+                     f"[{DEPRECATION_SOURCE}]")
     if api < 30 and any(t.dtype == "int8" and not t.is_constant for t in graph.info.tensors):
         found.append("below API 30 the delegate shifts int8 tensors to uint8 (zero point + 128); native int8 from "
                      f"API 30 [{SOURCE}]")
