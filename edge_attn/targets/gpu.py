@@ -258,7 +258,7 @@ def verify_gpu(model, x=None, *, seed=0, min_snr_db=MIN_SNR_DB, min_agreement=MI
     common = dict(target="gpu", device=gpu.adapter, runtime_version=_runtime_version(),
                   fully_accelerated=gpu.fully_accelerated)
     if gpu.error:
-        details["log_tail"] = gpu.log_tail
+        details["log_tail"], details["error"] = gpu.log_tail, gpu.error
         if gpu.unavailable:
             return TargetResult(available=False, problems=(f"GPU accelerator unavailable: {gpu.error}",),
                                 details=details, **common), None
@@ -336,7 +336,7 @@ def _what(model):
 def format_target(result):
     """Human-readable lines for a :class:`TargetResult` of the GPU accelerator."""
     if not result.available:
-        return f"gpu accelerator: {result.problems[0]}"
+        return f"gpu accelerator unavailable: {result.details.get('error') or '; '.join(result.problems)}"
     rows = [("adapter", result.device or "unknown"), ("runtime", result.runtime_version or "unknown"),
             ("fully accelerated", {True: "yes", False: "no (some ops on CPU)", None: "unknown"}[result.fully_accelerated])]
     n = result.numerics
@@ -350,3 +350,30 @@ def format_target(result):
     lines = ["gpu accelerator (real LiteRT run):"] + [f"  {k:<{width}}  {v}" for k, v in rows]
     lines.append("result: " + ("ok" if result.ok else "FAILED: " + "; ".join(result.problems)))
     return "\n".join(lines)
+
+
+def verify_compat(report, model, delegate, data_spec, *, verify):
+    """``compat MODEL --delegate gpu --verify [--data D]``: the static rules' ``report`` beside a real run.
+
+    Returns ``(json_dict, text)``: the rules' report with ``accelerator`` (a :class:`TargetResult` dict) and
+    ``rules_agree`` (whether the rules' "whole graph in one GPU partition" matches ``is_fully_accelerated()``)."""
+    if not verify:
+        raise BadInput("--data", "is only used with --verify")
+    if delegate != "gpu":
+        raise BadInput("--verify", f"runs the real GPU accelerator; --delegate {delegate} has no runnable "
+                                   "accelerator here (use --delegate gpu)")
+    x = None
+    if data_spec:
+        from edge_attn.data import load_data
+
+        shape = tuple(int(d) for d in make_interpreter(model).get_input_details()[0]["shape"][1:])
+        x = load_data(data_spec, input_shape=shape).x_eval
+    target, _ = verify_gpu(model, x)
+    rules_whole = report.supported_count == len(report.ops) and report.partitions == 1
+    agree = None if target.fully_accelerated is None else rules_whole == target.fully_accelerated
+    result = {**report.to_dict(), "accelerator": target.to_dict(), "rules_agree": agree}
+    text = format_target(target)
+    if agree is False:
+        text += (f"\nnote: the rules predict {'the whole graph' if rules_whole else 'a partial graph'} on the GPU, "
+                 f"the accelerator reports {'full' if target.fully_accelerated else 'partial'} acceleration")
+    return result, text
