@@ -81,7 +81,7 @@ def accelerator(zoo):
     """The f32 se_resnet20 on the GPU accelerator, or a skip (a failure under CI) naming why it is unavailable."""
     result, out = verify_gpu(zoo["se_resnet20", "f32"])
     if not result.available:
-        message = f"LiteRT's GPU accelerator is unavailable: {result.problems[0]}"
+        message = f"LiteRT's GPU accelerator is unavailable: {result.details.get('error')}"
         if os.environ.get("CI") == "true":
             pytest.fail(message + " (CI: .ci/run sets up software Vulkan with scripts/setup_vulkan.sh)")
         pytest.skip(message)
