@@ -151,6 +151,12 @@ def test_cli_compat_verify_exit_codes_and_json(zoo, accelerator, tmp_path, capsy
     assert "FAILED: constant output" in capsys.readouterr().out
     assert main(["compat", str(good), "--delegate", "xnnpack", "--verify"]) == 2
     assert "--verify" in capsys.readouterr().err
+    assert main(["compat", str(good), "--delegate", "gpu", "--data", "digits"]) == 2  # --data without --verify
+    assert "--data" in capsys.readouterr().err
+    truncated = tmp_path / "truncated.tflite"
+    truncated.write_bytes(zoo["se_resnet20", "f32"][:1000])
+    assert main(["compat", str(truncated), "--delegate", "gpu", "--verify"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
 
 
 def test_cli_check_accuracy_on_the_gpu_accelerator(zoo, accelerator, tmp_path, capsys):
