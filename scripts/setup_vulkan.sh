@@ -77,7 +77,7 @@ apt-get "${APT_OPTS[@]}" -qq update >&2 || die "apt-get update (private state) f
 PACKAGES=(mesa-vulkan-drivers/"$CODENAME"-backports libvulkan1)
 log "downloading ${PACKAGES[*]} and the libraries they need that this system lacks"
 apt-get "${APT_OPTS[@]}" -o "Dir::Cache::archives=$WORK/debs" -qq -y --no-install-recommends \
-  install --download-only "${PACKAGES[@]}" >&2 || die "apt-get install --download-only (private state) failed"
+  install --download-only --reinstall "${PACKAGES[@]}" >&2 || die "apt-get install --download-only (private state) failed"
 for deb in "$WORK"/debs/*.deb; do dpkg-deb -x "$deb" "$WORK/mesa"; done
 L="$WORK/mesa/usr/lib/$ARCH_TRIPLET"
 [ -f "$L/libvulkan_lvp.so" ] || die "lavapipe (libvulkan_lvp.so) not in the downloaded packages"

@@ -137,6 +137,7 @@ class GpuRun:
         self.adapter = None
         self.shader_errors = []
         self.log_tail = []
+        self.log_text = ""
         self.vulkan = None
 
 
