@@ -24,6 +24,7 @@ import time
 
 import numpy as np
 
+from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import dequantize, make_interpreter, quantize, run
 from edge_attn.targets.result import Numerics, TargetResult
@@ -242,8 +243,8 @@ def verify_gpu(model, x=None, *, seed=0, min_snr_db=MIN_SNR_DB, min_agreement=MI
     (float samples ``x``, else :data:`RANDOM_SAMPLES` seeded random ones); return ``(TargetResult, gpu_outputs)``,
     outputs as float ``(N, ...)`` (None when it did not run). A bad model file raises BadInput (verified and probed
     on the CPU first)."""
-    interpreter = make_interpreter(model)  # verifies and probes a user's file: bad input fails here, exit 2
-    data = _model_bytes(model)
+    data = _model_bytes(model)  # read once: the bytes verified are the bytes both runtimes get
+    interpreter = make_interpreter(data)
     if len(interpreter.get_input_details()) != 1 or len(interpreter.get_output_details()) != 1:
         raise BadInput(_what(model), "the GPU check runs single-input, single-output models")
     in_detail, = interpreter.get_input_details()
@@ -324,10 +325,13 @@ def gpu_accuracy(reference_model, tflite, x, y):
 
 
 def _model_bytes(model):
+    """A user's file is verified and probed on the CPU in a child first (bad input: exit 2); bytes are our own."""
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model)
-    with open(model, "rb") as f:
-        return f.read()
+    what = os.fspath(model)
+    data = verify_tflite(what)
+    probe_tflite(data, what=what, config="default")
+    return data
 
 
 def _what(model):
