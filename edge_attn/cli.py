@@ -210,9 +210,17 @@ def cmd_check(args):
     layer_reference, _ = lowered_float_model(reference, args.trust_model_code)
     accuracy, layers, latency = check(reference, layer_reference, args.model, data,
                                       threads=args.threads, runs=args.runs)
+    target = None
+    if args.accelerator == "gpu":  # accuracy from outputs of LiteRT's GPU accelerator (layers, latency: CPU)
+        from edge_attn.targets.gpu import gpu_accuracy
+
+        gpu, target = gpu_accuracy(reference, args.model, data.x_eval, data.y_eval)
+        accuracy = gpu or accuracy
     failures = budget_failures(accuracy, max_drop=args.max_drop, min_agreement=args.min_agreement,
-                               min_snr_db=args.min_snr_db)
+                               min_snr_db=args.min_snr_db) if target is None or gpu else []
+    failures = ([f"gpu: {p}" for p in target.problems] if target else []) + failures
     result = {"model": args.model, "fully_int8": info.fully_int8, "accuracy": accuracy, "layers": layers,
+              "accelerator": target.to_dict() if target else {"target": "cpu"},
               "latency_ms": latency, "budget": {"max_drop": args.max_drop, "min_agreement": args.min_agreement,
                                                 "min_snr_db": args.min_snr_db, "failures": failures, "passed": not failures}}
     if args.json:
@@ -221,6 +229,8 @@ def cmd_check(args):
         worst = sorted((l for l in layers if l["snr_db"] is not None), key=lambda l: l["snr_db"])[:3]
         _print_rows([
             ("model", args.model), ("fully int8", "yes" if info.fully_int8 else "no"),
+            ("accuracy computed on", "CPU" if not target else f"GPU accelerator, {target.device}" if gpu
+             else "CPU (the GPU accelerator gave no outputs)"),
             ("top-1 float → quantized", f"{accuracy['reference_top1']:.4f} → {accuracy['quantized_top1']:.4f} "
                                         f"({accuracy['top1_drop_pt']:+.2f} pt drop)"),
             ("top-1 agreement", f"{accuracy['top1_agreement']:.4f}"),
@@ -239,6 +249,12 @@ def cmd_compat(args):
 
         return compat_qnn(args.model, args.delegate, args.soc, json_output=args.json)
     report = check_compat(args.model, args.delegate, args.android_api, xnnpack_rules=args.xnnpack_rules)
+    if args.verify or args.data:
+        from edge_attn.targets.gpu import verify_compat
+
+        result, text = verify_compat(report, args.model, args.delegate, args.data, verify=args.verify)
+        print(json.dumps(result, indent=2) if args.json else format_compat(report) + "\n" + text)
+        return 0 if result["accelerator"]["ok"] else 1
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_compat(report))
     return 0
 
@@ -348,6 +364,9 @@ def build_parser():
                    help="smallest allowed output SNR vs float in dB (default 25: below it ranges are usually wrong)")
     p.add_argument("--threads", type=_positive, default=2)
     p.add_argument("--runs", type=_positive, default=50)
+    p.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
+                   help="where the quantized model's accuracy is computed: cpu (LiteRT's CPU kernels) or gpu "
+                        "(LiteRT's GPU accelerator, also compared with the CPU; per-layer error stays on CPU)")
     _add_common(p)
     _add_trust(p)
     p.set_defaults(func=cmd_check)
@@ -367,6 +386,12 @@ def build_parser():
     p.add_argument("--xnnpack-rules", choices=("readme", "litert"), default="readme",
                    help="readme (default): XNNPACK as documented and in older TFLite runtimes (MEAN only over "
                         "spatial axes); litert: current LiteRT, which also takes channel MEAN/REDUCE_MAX/SUM")
+    p.add_argument("--verify", action="store_true",
+                   help="gpu only: also run the model on LiteRT's real GPU accelerator (software Vulkan without a "
+                        "GPU, see scripts/setup_vulkan.sh) and compare its outputs with the CPU's; exit 1 on wrong "
+                        "numbers or when the accelerator is unavailable")
+    p.add_argument("--data", help="with --verify: inputs to compare on (digits | file.npz | folder; default: "
+                                  "seeded random inputs)")
     _add_common(p)
     p.set_defaults(func=cmd_compat)
 

@@ -272,6 +272,10 @@ def warnings(graph, verdicts, target):
                      "once, int8 activations stay on their grid through fake-quant nodes, and int8 graph "
                      "inputs/outputs are (de)quantized on the CPU every inference (prefer float I/O) "
                      f"[{BUILDER}, tflite/delegates/gpu/delegate_options.cc]")
+        found.append("quantized model on LiteRT's WebGPU accelerator (ai-edge-litert 2.3): measured on Mesa lavapipe, "
+                     "int8 SE/CBAM models were reported fully accelerated yet returned wrong numbers (a constant "
+                     "output after a WGSL shader type error, or logits far from the CPU's) — check the real "
+                     "accelerator with `compat --delegate gpu --verify` [docs/delegate-rules-gpu.md]")
     opencl_only = sorted({f"{v.op} #{v.index}" for v in verdicts if v.supported and
                           any(r.startswith("OpenCL only") for r in v.reasons)}, key=lambda s: int(s.split("#")[1]))
     if opencl_only:

@@ -1,1 +1,6 @@
-"""Real target hardware toolchains: what a vendor's own compiler or runtime makes of a model (not hand rules)."""
+"""Real targets: runtimes and vendor compilers that run (or compile) a .tflite the way a device would.
+
+What a target accepts is asked of the target itself (LiteRT's GPU accelerator, Qualcomm's HTP compiler),
+not guessed from hand rules. The GPU accelerator returns a :class:`~edge_attn.targets.result.TargetResult`;
+the NPU compile its :class:`~edge_attn.targets.qnn.QnnResult` (same keys where they describe the same thing).
+"""
