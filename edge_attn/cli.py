@@ -132,10 +132,23 @@ def _summary_rows(name, report):
         ("top-1 float → quantized", f"{acc['reference_top1']:.4f} → {acc['quantized_top1']:.4f} "
                                     f"({acc['top1_drop_pt']:+.2f} pt drop)"),
         ("top-1 agreement", f"{acc['top1_agreement']:.4f} ({acc.get('agreement_count', '?')}/{acc['samples']})"),
-        ("output SNR", f"{acc['output_snr_db']:.1f} dB"),
+        ("output SNR", f"{acc['output_snr_db']:.1f} dB" + (" (logits)" if acc.get("compared_on") == "logits" else "")),
+        *_parity_row(report),
         ("latency p50 float → quantized", f"{lat['reference']['p50']:.2f} → {lat['quantized']['p50']:.2f} ms "
                                           f"({lat['threads']} threads)"),
     ]
+
+
+def _parity_row(report):
+    parity = report.get("qat_parity")
+    if not parity or parity["snr_db"] is None:
+        return []
+    text = f"{parity['snr_db']:.1f} dB"
+    if not parity["passed"]:
+        text += (f" (below {parity['min_snr_db']:.0f} dB: the converter did not compute what QAT modelled"
+                 + (f"; first int8 layer below it: {parity['first_layer_below']}" if parity["first_layer_below"] else "")
+                 + ")")
+    return [("QAT → TFLite parity", text)]
 
 
 def _print_rows(rows):

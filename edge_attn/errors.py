@@ -21,7 +21,7 @@ class BadInput(EdgeAttnError):
 
     def __init__(self, what, problem):
         self.what = str(what)
-        self.problem = str(problem)
+        self.problem = " ".join(str(problem).split())  # one line, whatever a library's message held
         super().__init__(f"{self.what}: {self.problem}")
 
 

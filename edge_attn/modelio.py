@@ -159,8 +159,12 @@ def load_failure_reason(error):
         error = error.__cause__ or error.__context__
     for cause in chain:
         if isinstance(cause, _ROOT_CAUSES):
-            return (f"{type(cause).__name__}: {cause} (a Lambda layer's code uses a name from the module that "
-                    "defined it; pass --import MODULE, with --code-path DIR for where it lives)")
+            # tf-keras re-raises it as "Exception encountered when calling layer ...\n\nname 'K' is not defined
+            # \n\nCall arguments received ...": keep the layer and the original message, drop the arguments dump.
+            lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+            kept = [line for line in lines[:2] if not line.startswith("Call arguments")]
+            return (f"{type(cause).__name__}: {' '.join(kept)} (a Lambda layer's code uses a name from the module "
+                    "that defined it; pass --import MODULE, with --code-path DIR for where it lives)")
     text = str(chain[0]).strip()
     for line in text.splitlines():  # tf-keras puts the original error's text inside its own message
         stripped = line.strip()

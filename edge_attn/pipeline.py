@@ -46,6 +46,7 @@ class Quantized:
     fine_tune: dict | None = None
     rewrites: list = field(default_factory=list)  # raw-op layers normalized into quantizable ones
     seconds: dict = field(default_factory=dict)
+    fake_quant: object = None  # QAT recipes: the fake-quant Keras model that was converted (parity check)
 
 
 def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=DEFAULT_FLOAT_EPOCHS, seed=0,
@@ -187,7 +188,8 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True, strategy=
     with _failures_reported("convert", to_convert, reference.source):
         tflite = convert_model(to_convert, recipe, representative, name=reference.source)
     seconds["convert"] = time.perf_counter() - start
-    return Quantized(recipe, tflite, layer_reference, fine_tune, rewrites, seconds)
+    return Quantized(recipe, tflite, layer_reference, fine_tune, rewrites, seconds,
+                     fake_quant=to_convert if recipe.qat else None)
 
 
 @contextlib.contextmanager
@@ -407,6 +409,10 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
                                       threads=threads, runs=runs, reference_tflite=float_tflite(reference.model))
     report = build_report(reference, quantized, accuracy, layers, latency,
                           model_path=os.path.join(os.path.abspath(out_dir), "model.tflite"))
+    if quantized.fake_quant is not None:
+        from edge_attn.evaluate.parity import qat_parity
+
+        report["qat_parity"] = qat_parity(quantized.fake_quant, quantized.tflite, reference.data.x_eval, layers)
     with staged_outputs(out_dir) as staging:
         write_run(staging, reference, quantized, report)
     checkpoints.finish()  # complete: nothing left to resume

@@ -57,6 +57,10 @@ def test_tutorial_block_saved_as_h5_converts_fully_int8(tmp_path, capsys, digits
     assert accuracy["top1_agreement"] >= 0.98, accuracy
     assert accuracy["output_snr_db"] >= 25, accuracy
     assert report["reference_saved"].startswith("normalized")  # check needed no --trust-model-code
+    # The int8 flatbuffer computes what the fake-quant Keras model computed (nothing QAT did not model).
+    assert report["qat_parity"]["passed"] and report["qat_parity"]["snr_db"] >= 30, report["qat_parity"]
+    # A stand-alone BN (after Conv2D(activation=relu)) is never reported by the scale half of its MUL+ADD.
+    assert not [row for row in report["layers"] if row["op"] == "MUL" and row["name"].startswith("batch_norm")]
 
 
 def test_softmax_head_is_fine_tuned_and_checked_on_logits(tmp_path, capsys, digits_files):

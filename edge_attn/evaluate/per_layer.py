@@ -23,6 +23,9 @@ checked numerically in tests/test_evaluate.py, where the matched layer is the on
 * A layer lowered to several ops (``Conv2D(activation="sigmoid")`` → CONV_2D + LOGISTIC; a custom layer's
   internals such as SE's pool/convs/mul) matches the last of them in graph order: the op that computes
   the layer's output comes after every op it depends on.
+* A stand-alone BatchNormalization becomes MUL + ADD; when the ADD carries a fused successor's name
+  (the ReLU after it), the BN's own output exists nowhere, and its MUL (the scale half alone) is not
+  reported as the BN.
 * The graph's output often has no layer name (``StatefulPartitionedCall:0``); for single-output models it
   is the float model's output layer. A trailing DEQUANTIZE (float-output models) is looked through.
 
@@ -134,8 +137,14 @@ def match_layers(float_model, interpreter):
                 name = nxt
             chosen[name] = (position, op["op_name"], t)
 
+    readers = {}
+    for op in ops:
+        for t in map(int, op["inputs"]):
+            readers.setdefault(t, []).append(op["op_name"])
     matches = []
     for name, (position, op_name, t) in sorted(chosen.items(), key=lambda item: item[1][0]):
+        if name in graph.batch_norms and op_name == "MUL" and "ADD" in readers.get(t, []):
+            continue  # the scale half of a stand-alone BN's MUL+ADD; its ADD went to a fused successor
         detail = interpreter._get_tensor_details(t, 0)
         output = graph.outputs.get(name)
         if output is None or tuple(int(d) for d in detail["shape"]) != (1, *output.shape[1:]):
@@ -167,6 +176,7 @@ class _LayerGraph:
     def __init__(self, model):
         self.outputs, self.inputs, consumers = {}, {}, {}
         self._traceless = {layer.name for layer in model.layers if isinstance(layer, _TRACELESS_LAYERS)}
+        self.batch_norms = {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
         for layer in model.layers:
             calls = [i for i in range(len(layer._inbound_nodes)) if f"{layer.name}_ib-{i}" in model._network_nodes]
             self.inputs[layer.name] = [parent.name for i in calls

@@ -1,0 +1,118 @@
+"""Keras Applications coverage: the SE models that ship on phones (MobileNetV3, EfficientNet) and two
+classics, built with ``weights=None`` (no download), trained briefly on digits, converted by edge_attn.
+
+For each model and recipe (int8-qat, int8-ptq): fully int8 or not, top-1 agreement and logit SNR of the
+int8 model against the float one on a held-out split (never trained on, never used for calibration or
+fine-tuning), and what normalization rewrote. Writes ``benchmarks/keras_applications.json`` and prints
+the README table. Re-measured, not copied: run ``python -m benchmarks.keras_applications`` (about an hour
+on 2 cores; ``--models MobileNetV3Small`` for one).
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+DEFAULT_MODELS = ("MobileNetV3Small", "MobileNetV3Large", "MobileNetV3Large-no-preprocessing", "EfficientNetB0",
+                  "EfficientNetV2B0", "ResNet50", "MobileNetV2")
+RECIPES = ("int8-qat", "int8-ptq")
+INPUT_SHAPE = (32, 32, 3)
+
+
+def build(name, classes):
+    from edge_attn._keras import keras
+
+    apps = keras.applications
+    common = {"input_shape": INPUT_SHAPE, "weights": None, "classes": classes}
+    if name == "MobileNetV3Large-no-preprocessing":
+        return apps.MobileNetV3Large(include_preprocessing=False, **common)
+    return getattr(apps, name)(**common)
+
+
+def train(model, x, y, epochs, seed=0):
+    """Adam with cosine decay on the softmax outputs, then BN statistics recomputed over the training set
+    (these models trained briefly from scratch lean on batch statistics)."""
+    from edge_attn._keras import keras
+
+    keras.utils.set_random_seed(seed)
+    steps = epochs * int(np.ceil(len(x) / 32))
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(1e-3, steps)),
+                  keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
+    model.fit(x, y, batch_size=32, epochs=epochs, verbose=0)
+    batch_norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in batch_norms]
+    # Chunk k of n enters the moving statistics with weight 1/k: they end as the mean over the chunks.
+    for k, start in enumerate(range(0, len(x), 256), 1):
+        for layer in batch_norms:
+            layer.momentum = (k - 1) / k
+        model(x[start:start + 256], training=True)
+    for layer, momentum in zip(batch_norms, momenta):
+        layer.momentum = momentum
+    return model
+
+
+def measure(name, data, epochs, out_root):
+    import edge_attn
+    from edge_attn.evaluate.compare import compare
+
+    model = train(build(name, data.num_classes), np.asarray(data.x_train), np.asarray(data.y_train), epochs)
+    float_top1 = float(np.mean(model.predict(data.x_eval, verbose=0).argmax(1) == data.y_eval))
+    rows = []
+    for recipe in RECIPES:
+        start = time.perf_counter()
+        result = edge_attn.convert(model, recipe=recipe, data=(np.asarray(data.x_train), np.asarray(data.y_train)),
+                                   out=os.path.join(out_root, f"{name}-{recipe}"), runs=5)
+        held_out = compare(model, result.model_path, data.x_eval, data.y_eval)
+        rows.append({
+            "model": name, "recipe": recipe, "fully_int8": result.fully_int8, "float_top1": float_top1,
+            "held_out_samples": held_out["samples"], "agreement": held_out["top1_agreement"],
+            "agreement_count": held_out["agreement_count"], "snr_db": held_out["output_snr_db"],
+            "compared_on": held_out["compared_on"], "int8_top1": held_out["quantized_top1"],
+            "kib": round(os.path.getsize(result.model_path) / 1024, 1),
+            "rewritten": sorted({f"{r['from']}→{r['to']}" for r in result.report["rewrites"]}),
+            "seconds": round(time.perf_counter() - start, 1),
+        })
+        print(json.dumps(rows[-1]), file=sys.stderr)
+    return rows
+
+
+def table(rows):
+    lines = ["| model | recipe | fully int8 | float top-1 | agreement (held out) | logit SNR dB | rewritten |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        rewritten = ", ".join(r["rewritten"]) or "-"
+        lines.append(f"| {r['model']} | {r['recipe']} | {'yes' if r['fully_int8'] else 'no'} | {r['float_top1']:.3f} | "
+                     f"{r['agreement']:.4f} ({r['agreement_count']}/{r['held_out_samples']}) | {r['snr_db']:.1f} | "
+                     f"{rewritten} |")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
+    parser.add_argument("--epochs", type=int, default=6, help="float training epochs on digits")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "keras_applications.json"))
+    args = parser.parse_args(argv)
+    from edge_attn.data import load_data
+
+    data = load_data("digits", input_shape=INPUT_SHAPE)  # stratified 80/20: eval = the held-out split
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edge-attn-apps-") as out_root:
+        for name in args.models.split(","):
+            rows += measure(name, data, args.epochs, out_root)
+    record = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
+              "input_shape": list(INPUT_SHAPE), "float_epochs": args.epochs, "data": "digits (sklearn), 32x32x3",
+              "rows": rows}
+    with open(args.out, "w") as f:
+        json.dump(record, f, indent=2)
+    print(table(rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
