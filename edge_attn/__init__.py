@@ -8,8 +8,11 @@ Importing the package is cheap: TensorFlow is imported lazily by the modules tha
 __version__ = "0.1.0"
 
 
-def convert(model, **kwargs):
-    """Quantize and convert a Keras model; see :func:`edge_attn.api.convert` (imported on first use)."""
-    from edge_attn.api import convert as _convert
 
-    return _convert(model, **kwargs)
+def __getattr__(name):
+    # ``edge_attn.convert(model, ...)``: the convert subpackage is callable (see edge_attn/convert/__init__.py).
+    if name == "convert":
+        import edge_attn.convert
+
+        return edge_attn.convert
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -108,3 +108,23 @@ def test_lambda_cbam_from_the_users_module_loads_with_import(tmp_path, capsys, d
     assert {"ChannelMean", "ChannelMax"} <= recognised, report["rewrites"]
     accuracy = checked["accuracy"]
     assert accuracy["top1_agreement"] >= 0.98 and accuracy["output_snr_db"] >= 25, accuracy
+
+
+def test_python_api_converts_an_in_memory_model(tmp_path, digits_files):
+    """The README's snippet: a model just trained in the user's session, (x, y) arrays, a result object."""
+    import edge_attn
+    from edge_attn.errors import BadInput
+
+    _, (x_train, y_train) = digits_files
+    model = train_float(tutorial_model(tutorial_se_block), x_train, y_train, epochs=6)
+    result = edge_attn.convert(model, recipe="int8-ptq", data=(x_train, y_train), out=tmp_path / "api", runs=2)
+    assert result.fully_int8 and os.path.isfile(result.model_path) and os.path.isfile(result.html_path)
+    with open(result.report_path) as f:
+        assert json.load(f)["accuracy"] == result.accuracy
+    assert abs(result.accuracy["samples"] - 0.2 * len(y_train)) <= 10  # the stratified 20% eval split
+    assert result.accuracy["top1_agreement"] >= 0.98 and result.accuracy["output_snr_db"] >= 25, result.accuracy
+    with pytest.raises(BadInput, match="not created by edge_attn"):  # the command line's --out rules hold
+        (tmp_path / "theirs").mkdir()
+        (tmp_path / "theirs" / "keep.txt").write_text("mine")
+        edge_attn.convert(model, recipe="int8-ptq", data=(x_train, y_train), out=tmp_path / "theirs")
+    assert (tmp_path / "theirs" / "keep.txt").read_text() == "mine"
