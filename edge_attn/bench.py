@@ -35,7 +35,9 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     profile's p50 budget for this model, or None) and ``delegates``: one entry per delegate with
     ``model`` and ``reference`` (LatencyResult dicts, with None for the timings of an unavailable
     delegate; ``reference`` None without one), ``speedup`` (reference p50 / model p50, None unless both
-    ran) and ``within_budget`` (None without a budget or a measurement). ``op_profile``: the model's
+    ran) and ``within_budget`` (None without a budget or a measurement); ``board`` (how an ssh board
+    described itself: ``arch``, ``cpu``, ``qemu_cpu``, ``emulated``...; None for other runners) and ``emulated``
+    (True: the timings are an emulator's, never to be compared with a device's). ``op_profile``: the model's
     first round per delegate also records where the time goes, per op type (the entry's
     ``model.op_profile``; a note where the runner cannot profile).
     """
@@ -71,6 +73,9 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
         "reference": models[1] if reference is not None else None,
         "threads": threads, "runs": runs, "warmup": profile.warmup, "rounds": rounds, "budget_ms": budget,
         "delegates": entries,
+        # how a board described itself (CPU, QEMU_CPU, emulated), from runners that ask it; None otherwise
+        "board": getattr(runner, "board", None),
+        "emulated": bool((getattr(runner, "board", None) or {}).get("emulated")),
     }
 
 
@@ -135,6 +140,11 @@ def format_bench(result):
     lines = [f"{result['model']} on {result['device']} ({result['kind']}): {result['threads']} threads, "
              f"{result['runs']} runs after {result['warmup']} warm-up"
              + (f", {result['rounds']} rounds alternating with reference {reference}" if reference else "")]
+    board = result.get("board")
+    if board:
+        lines.append(f"board: {board.get('arch')} {board.get('cpu') or 'unknown CPU'}"
+                     + (f" (QEMU_CPU={board['qemu_cpu']})" if board.get("qemu_cpu") else "")
+                     + (": EMULATED, latency is not a device figure" if result.get("emulated") else ""))
     header = ["delegate", "p50 ms", "p90 ms", "min ms", "max ms", "peak MiB"]
     if reference:
         header += ["ref p50 ms", "speed-up"]

@@ -8,7 +8,8 @@ Self-contained on purpose: the board has Python, numpy and ``ai_edge_litert`` (o
 Command lines (one JSON object, or an .npz, goes to stdout; anything LiteRT prints goes to stderr):
 
 ``python remote_bench.py bench MODEL --delegate D --threads N --runs N --warmup N --deadline-s S``
-    ``{"times_ms": [...], "peak_memory_mb": ..., "ops": [...], "delegation": ..., "runtime": ...}``, or
+    ``{"times_ms": [...], "peak_memory_mb": ..., "ops": [...], "delegation": ..., "runtime": ...,
+    "board": {...}}`` (``board``: :func:`describe_board`), or
     ``{"unavailable": "why"}`` when the delegate cannot run on this board. Timing is as on the host
     runner: random input of the model's type set once, ``--warmup`` untimed invokes, then each of
     ``--runs`` invokes timed alone, stopping early once ``--deadline-s`` seconds have passed since loading.
@@ -23,10 +24,15 @@ import argparse
 import io
 import json
 import os
+import platform
 import re
 import sys
 import time
 
+# CPU part numbers of Arm Ltd (implementer 0x41) cores (MIDR, from Arm's Technical Reference Manuals).
+ARM_PARTS = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+             "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+             "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0xd46": "Cortex-A510", "0xd47": "Cortex-A710"}
 EXIT_NO_LITERT = 3
 EXIT_BAD_MODEL = 4
 DELEGATES = ("cpu", "xnnpack", "gpu")  # nnapi is Android-only: the runner answers it without the board
@@ -120,7 +126,45 @@ def _bench(interpreter_module, args):
                     "outputs": [int(t) for t in node["outputs"]]} for node in interpreter._get_ops_details()]
     times_ms = time_runs(invoke, args.warmup, args.runs, deadline)
     return {"times_ms": times_ms, "peak_memory_mb": peak_rss_growth_mb(baseline_kib), "ops": ops,
-            "delegation": delegation, "runtime": f"{interpreter_module.__name__} on Python {sys.version.split()[0]}"}
+            "delegation": delegation, "runtime": f"{interpreter_module.__name__} on Python {sys.version.split()[0]}",
+            "board": describe_board()}
+
+
+def describe_board():
+    """This machine as it describes itself: ``arch`` (what Python runs as), ``kernel_arch``, ``cpu`` (the
+    first core of ``/proc/cpuinfo``: an Arm core's name, else its model name), ``qemu_cpu`` and ``emulated``.
+
+    ``emulated`` is True when user-mode emulation is evident: ``QEMU_CPU`` is set (qemu-user reads it), or
+    the kernel's own architecture (``/proc/sys/kernel/arch``, which qemu-user does not translate) is not
+    the one Python runs as (qemu-user answers ``uname`` with the guest's). Timings from an emulated board
+    are not device timings.
+    """
+    arch = platform.machine()
+    try:
+        with open("/proc/sys/kernel/arch") as f:
+            kernel_arch = f.read().strip() or None
+    except OSError:
+        kernel_arch = None
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break  # the first core is enough
+                    continue
+                key, _, value = line.partition(":")
+                fields[key.strip().lower()] = value.strip()
+    except OSError:
+        pass
+    part = fields.get("cpu part", "").lower()
+    cpu = (ARM_PARTS.get(part) if fields.get("cpu implementer", "").lower() == "0x41" else None) or \
+        fields.get("model name") or (f"CPU part {part}" if part else None)
+    qemu_cpu = os.environ.get("QEMU_CPU") or None
+    aliases = {"arm64": "aarch64", "amd64": "x86_64"}
+    foreign_kernel = kernel_arch is not None and aliases.get(kernel_arch, kernel_arch) != aliases.get(arch, arch)
+    return {"arch": arch, "kernel_arch": kernel_arch, "cpu": cpu, "cpu_features": fields.get("features"),
+            "qemu_cpu": qemu_cpu, "emulated": bool(qemu_cpu) or foreign_kernel}
 
 
 def _compiled_model_on_gpu(path, threads, rng):

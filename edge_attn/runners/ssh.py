@@ -105,6 +105,7 @@ class SshRunner:
         if self._identity:
             self._options += ["-o", "IdentitiesOnly=yes", "-i", self._identity]
         self._on_board = set()  # remote paths copied this session
+        self.board = None  # how the board described itself at the last benchmark (remote_bench.describe_board)
 
     def benchmark(self, model_path, *, delegate="xnnpack", threads=2, runs=50, warmup=5,
                   op_profile=False) -> LatencyResult:
@@ -127,7 +128,10 @@ class SshRunner:
         delegation = {"cpu": _NO_DELEGATE, "gpu": report.get("delegation")}.get(delegate)
         if delegate == "xnnpack" and report.get("ops"):
             delegation = _xnnpack_delegation(report["ops"])
+        self.board = report.get("board")
         notes = [f"measured on the board with {report['runtime']}"]
+        if self.board and self.board.get("emulated"):
+            notes.insert(0, emulated_note(self.board))
         if len(times_ms) < runs:
             notes.append(f"stopped after {len(times_ms)} of {runs} runs: timeout_s = {self._deadline_s:g} "
                          f"of profile {self.name!r} passed")
@@ -220,6 +224,13 @@ class SshRunner:
         if completed.returncode == 255 or (check and completed.returncode != 0):
             raise BadInput(self._where, f"{os.path.basename(argv[0])} failed: {_connection_problem(completed.stderr)}")
         return completed
+
+
+def emulated_note(board):
+    """The warning an emulated board's timings carry: they are not a device's."""
+    cpu = board.get("qemu_cpu") or board.get("cpu") or "unknown CPU"
+    return (f"EMULATED: {board.get('arch')} ({cpu}) under emulation (kernel: {board.get('kernel_arch') or 'unknown'}); "
+            "the latency is the emulator's, not a device figure (the outputs are the ARM kernels')")
 
 
 def _single_io(interpreter):
