@@ -12,10 +12,12 @@ from edge_attn.evaluate.metrics import snr_db
 from edge_attn.litert import make_interpreter, run
 
 
-def compare(reference_model, tflite_model, x, y):
+def compare(reference_model, tflite_model, x, y, run_quantized=None):
     """Run the float Keras ``reference_model`` and ``tflite_model`` (bytes or path) on ``x``; score against ``y``.
 
-    ``y`` holds integer class labels. Returns the dict described in :func:`accuracy_from_outputs`.
+    ``y`` holds integer class labels. ``run_quantized(tflite_model, x)`` computes the TFLite outputs; None:
+    LiteRT in this process (a device's runner, e.g. ``SshRunner.run_outputs``, computes them on the device).
+    Returns the dict described in :func:`accuracy_from_outputs`.
     """
     x = np.asarray(x)
     y = _labels(y, len(x))
@@ -23,7 +25,7 @@ def compare(reference_model, tflite_model, x, y):
     if tuple(x.shape[1:]) != expected:
         raise BadInput("input data", f"samples have shape {tuple(x.shape[1:])}, the reference expects {expected}")
     reference_out = reference_model.predict(x, batch_size=64, verbose=0)
-    quantized_out = run(make_interpreter(tflite_model), x)
+    quantized_out = run(make_interpreter(tflite_model), x) if run_quantized is None else run_quantized(tflite_model, x)
     return accuracy_from_outputs(reference_out, quantized_out, y)
 
 
