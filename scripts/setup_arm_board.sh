@@ -27,8 +27,8 @@
 #   when sshd stops: nothing to unmount on the host.
 #
 # Cached across runs on the same machine (CACHE_DIR, default /var/cache/edge-attn/arm): the .debs, the wheels
-# and the built root (keyed by the package and wheel lists). Environment: BOARDS (default "pi4 pi5"; also
-# "qemu-max", the pitfall: QEMU_CPU=max), PORT_BASE (default 2222: pi4 2222, pi5 2223, qemu-max 2224), CACHE_DIR,
+# and the built root (keyed by the package and wheel lists). Environment: BOARDS (default "pi4 pi5 qemu-max";
+# qemu-max shows the pitfall: QEMU_CPU=max), PORT_BASE (default 2222: pi4 2222, pi5 2223, qemu-max 2224), CACHE_DIR,
 # PYTHON (a Python 3.11 with pip, default python3).
 set -euo pipefail
 
@@ -40,7 +40,7 @@ PLATFORMS=(manylinux_2_36_aarch64 manylinux_2_35_aarch64 manylinux_2_34_aarch64 
 MIRROR=http://deb.debian.org/debian
 SECURITY_MIRROR=http://deb.debian.org/debian-security
 CACHE_DIR=${CACHE_DIR:-/var/cache/edge-attn/arm}
-BOARDS=${BOARDS:-pi4 pi5}
+BOARDS=${BOARDS:-pi4 pi5 qemu-max}
 PORT_BASE=${PORT_BASE:-2222}
 PYTHON=${PYTHON:-python3}
 
@@ -219,7 +219,7 @@ timeout_s = 300.0
 EOF
   # smoke test through the real path: key login, the board's python3 and LiteRT
   local answer
-  answer=$(ssh -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
+  answer=$(timeout 120 ssh -o BatchMode=yes -o ConnectTimeout=10 -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR \
     -o IdentitiesOnly=yes -i "$out/user_key" -p "$port" root@127.0.0.1 \
     'python3 -c "import platform, os, ai_edge_litert.interpreter; print(platform.machine(), os.environ.get(\"QEMU_CPU\"))"') ||
     die "board $name is up but its python3/LiteRT did not answer over ssh (log: $dir/sshd.log)"
