@@ -193,7 +193,12 @@ def cmd_check(args):
     if args.device is not None:
         from edge_attn.devices import load_profile
 
-        load_profile(args.device)  # and a bad profile
+        kind = load_profile(args.device).kind  # a bad profile fails before the models are loaded
+        if kind == "adb":
+            raise BadInput("--device", f"{args.device} is an adb phone: check --device computes outputs on a "
+                                       "kind = \"ssh\" board (measure phones' latency with bench)")
+        if kind == "host":
+            args.device = None  # this machine: LiteRT in this process, as without --device
     reference = load_keras_model(args.reference, trust_model_code=args.trust_model_code)
     data = load_data(args.data, input_shape=tuple(reference.input_shape[1:]))
     layer_reference, _ = lowered_float_model(reference, args.trust_model_code)
@@ -340,7 +345,7 @@ def build_parser():
                    help="smallest allowed output SNR vs float in dB (default 25: below it ranges are usually wrong)")
     p.add_argument("--device", default=None,
                    help="a kind = \"ssh\" profile (name or .toml): the model's outputs and latency come from that "
-                        "board, the float reference runs here (default: LiteRT on this machine)")
+                        "board, the float reference runs here (default, or a host profile: LiteRT on this machine)")
     p.add_argument("--threads", type=_positive, default=None, help="CPU threads (default 2, or the device profile's)")
     p.add_argument("--runs", type=_positive, default=None, help="timed runs (default 50, or the device profile's)")
     _add_common(p)

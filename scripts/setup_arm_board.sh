@@ -3,7 +3,7 @@
 # ssh runner's tests: ARM Debian userland + the aarch64 ai-edge-litert wheel, run by qemu-user.
 #
 #   scripts/setup_arm_board.sh OUT_DIR          set up and start the boards; writes OUT_DIR/<board>.toml
-#   scripts/setup_arm_board.sh --stop OUT_DIR   stop them (their mounts go with them)
+#   scripts/setup_arm_board.sh --stop OUT_DIR   stop them (their mounts go with them) and remove their profiles
 #
 # Needs root on Debian 12 (amd64): installs qemu-user-static, binfmt-support and OpenSSH if missing,
 # enables the qemu-aarch64 binfmt handler (it must carry the F flag: the interpreter is pinned, so it
@@ -82,6 +82,7 @@ stop_boards() {
       log "stopped $(basename "$(dirname "$pidfile")") (sshd $pid)"
     fi
     rm -f "$pidfile"
+    rm -f "$out/$(basename "$(dirname "$pidfile")").toml"  # no profile of a board that is down
   done
 }
 

@@ -39,6 +39,12 @@ def board_profile(name):
     return path
 
 
+@pytest.fixture(scope="module", autouse=True)
+def boards_set_up():
+    """Before any model is built: skip (fail under CI) without the boards."""
+    board_profile("pi4")
+
+
 @pytest.fixture(autouse=True)
 def own_known_hosts(tmp_path_factory, monkeypatch):
     """The runner records board host keys under $XDG_STATE_HOME: a test folder, not the user's."""
