@@ -28,7 +28,8 @@
 #
 # Cached across runs on the same machine (CACHE_DIR, default /var/cache/edge-attn/arm): the .debs, the wheels
 # and the built root (keyed by the package and wheel lists). Environment: BOARDS (default "pi4 pi5 qemu-max";
-# qemu-max shows the pitfall: QEMU_CPU=max), PORT_BASE (default 2222: pi4 2222, pi5 2223, qemu-max 2224), CACHE_DIR,
+# qemu-max shows the pitfall: QEMU_CPU=max), PORT_BASE (pi4 on it, pi5 +1, qemu-max +2; default the first free
+# of 2222, 2232, ...), CACHE_DIR,
 # PYTHON (a Python 3.11 with pip, default python3).
 set -euo pipefail
 
@@ -41,7 +42,7 @@ MIRROR=http://deb.debian.org/debian
 SECURITY_MIRROR=http://deb.debian.org/debian-security
 CACHE_DIR=${CACHE_DIR:-/var/cache/edge-attn/arm}
 BOARDS=${BOARDS:-pi4 pi5 qemu-max}
-PORT_BASE=${PORT_BASE:-2222}
+PORT_BASE=${PORT_BASE:-}  # empty: the first of 2222, 2232, ... whose three ports are all free
 PYTHON=${PYTHON:-python3}
 
 die() { echo "setup_arm_board: $*" >&2; exit 1; }
@@ -159,13 +160,25 @@ build_root() {
   touch "$root/.edge-attn-complete"
 }
 
+port_in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+choose_port_base() {
+  local base offset
+  for ((base = 2222; base < 2322; base += 10)); do
+    for offset in 0 1 2; do port_in_use $((base + offset)) && continue 2; done
+    echo "$base"
+    return
+  done
+  die "no free ports in 2222..2321 of 127.0.0.1 (set PORT_BASE)"
+}
+
 start_board() {
   local name=$1 root=$2 out=$3 qemu_cpu offset description port dir
   read -r qemu_cpu offset description <<<"$(board_spec "$name")"
   port=$((PORT_BASE + offset))
   dir=$out/$name
   mkdir -p "$dir"
-  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+  if port_in_use "$port"; then
     die "port $port of 127.0.0.1 is in use (stop the boards with --stop $out, or set PORT_BASE)"
   fi
   fake_cpuinfo "$qemu_cpu" > "$dir/cpuinfo"
@@ -254,6 +267,7 @@ main() {
   find "$root/tmp" -mindepth 1 -delete  # what earlier runs left on the boards
   [ -e "$out/user_key" ] || ssh-keygen -q -t ed25519 -N "" -C edge-attn-arm-board-user -f "$out/user_key"
   [ -e "$out/host_key" ] || ssh-keygen -q -t ed25519 -N "" -C edge-attn-arm-board-host -f "$out/host_key"
+  [ -n "$PORT_BASE" ] || PORT_BASE=$(choose_port_base)
   for board in $BOARDS; do
     start_board "$board" "$root" "$out"
   done
