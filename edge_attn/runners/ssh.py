@@ -11,6 +11,9 @@ board numbers mean the same thing. ``cpu`` and ``xnnpack`` use the LiteRT Interp
 CompiledModel GPU accelerator (``available=False`` with the reason where the board has none), ``nnapi``
 is Android-only and answered without contacting the board. ``peak_memory_mb`` is the growth of the
 board process's peak resident memory while loading and running the model (Linux ``VmHWM``).
+After a benchmark, ``SshRunner.board`` holds how the board described itself
+(:func:`edge_attn.runners.remote_bench.describe_board`: arch, CPU, ``QEMU_CPU``, ``emulated``); an emulated
+board's results say so first in their note, its latency being the emulator's.
 
 :meth:`SshRunner.run_outputs` sends samples and brings back the model's outputs, so accuracy can be
 checked against the float reference with the numbers the board computed. Samples are quantized with the
