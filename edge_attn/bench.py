@@ -49,6 +49,8 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     (the entry's ``model.op_profile``; a note where the runner cannot profile). ``save_baseline_to``: a
     baseline file this run's model results are added to (the result's ``baseline_saved`` names it).
     ``alpha``, ``min_effect``: the regression test's settings (:mod:`edge_attn.runners.stats` defaults).
+    ``emulated``: True when any result's device fingerprint says so (a qemu board): the timings are an
+    emulator's, never to be compared with a device's.
     """
     profile = load_profile(device)
     delegates = check_delegates(profile.delegates if delegates is None else delegates)
@@ -92,6 +94,7 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
         "baseline": os.fspath(baseline) if baseline is not None else None,
         "baseline_saved": os.fspath(save_baseline_to) if save_baseline_to is not None else None,
         "delegates": entries,
+        "emulated": any(result.device_info is not None and result.device_info.emulated for result in model_results),
     }
 
 
@@ -153,6 +156,10 @@ def format_bench(result):
     lines = [f"{result['model']} on {result['device']} ({result['kind']}): {result['threads']} threads, "
              f"{result['runs']} runs after {result['warmup']} warm-up"
              + (f", {result['rounds']} rounds alternating with reference {reference}" if reference else "")]
+    device = next((e["model"]["device"] for e in result["delegates"] if e["model"].get("device")), None)
+    if device:
+        lines.append(_device_line(device) + (": EMULATED, latency is not a device figure"
+                                             if result.get("emulated") else ""))
     header = ["delegate", "cold ms", "p50 ms", "p50 95% CI", "p90 ms", "min ms", "max ms", "peak MiB"]
     if reference:
         header += ["ref p50 ms", "speed-up"]
@@ -201,6 +208,16 @@ def format_bench(result):
                     for e in result["delegates"] if e["within_budget"] is not None]
         lines.append(f"budget p50 <= {budget:g} ms: " + (", ".join(verdicts) or "nothing measured"))
     return "\n".join(lines)
+
+
+def _device_line(device):
+    """``device: aarch64 Cortex-A72 x4 (QEMU_CPU=cortex-a72, x86_64 kernel), ai-edge-litert 2.3.0``."""
+    details = [f"QEMU_CPU={device['emulated_cpu']}" if device.get("emulated_cpu") else None,
+               f"{device['kernel_arch']} kernel" if device.get("kernel_arch") not in (None, device.get("arch")) else None]
+    details = [d for d in details if d]
+    runtime = " ".join(w for w in (device.get("runtime"), device.get("runtime_version")) if w)
+    return (f"device: {device.get('arch') or 'unknown arch'} {device.get('cpu') or 'unknown CPU'}"
+            + (f" ({', '.join(details)})" if details else "") + (f", {runtime}" if runtime else ""))
 
 
 def _ms(value):

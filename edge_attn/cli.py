@@ -214,15 +214,33 @@ def cmd_check(args):
     from edge_attn.convert import inspect_tflite
     from edge_attn.data import load_data
     from edge_attn.evaluate.compare import budget_failures
+    from edge_attn.evaluate.per_layer import layer_errors
     from edge_attn.modelio import load_keras_model
-    from edge_attn.pipeline import check, lowered_float_model
+    from edge_attn.pipeline import LAYER_SAMPLES, check, lowered_float_model
 
     info = inspect_tflite(args.model)  # a bad .tflite fails before anything is loaded
+    if args.device is not None:
+        from edge_attn.devices import load_profile
+
+        kind = load_profile(args.device).kind  # a bad profile fails before the models are loaded
+        if kind == "adb":
+            raise BadInput("--device", f"{args.device} is an adb phone: check --device computes outputs on a "
+                                       "kind = \"ssh\" board (measure phones' latency with bench)")
+        if kind == "host":
+            args.device = None  # this machine: LiteRT in this process, as without --device
     reference = load_keras_model(args.reference, trust_model_code=args.trust_model_code)
     data = load_data(args.data, input_shape=tuple(reference.input_shape[1:]))
     layer_reference, _ = lowered_float_model(reference, args.trust_model_code)
-    accuracy, layers, latency = check(reference, layer_reference, args.model, data,
-                                      threads=args.threads, runs=args.runs)
+    if args.device is not None:  # outputs and latency from the device; per-layer error from LiteRT here
+        from edge_attn.evaluate.on_device import check_on_device
+
+        accuracy, latency, device = check_on_device(reference, args.model, data.x_eval, data.y_eval, args.device,
+                                                    threads=args.threads, runs=args.runs)
+        layers = layer_errors(layer_reference, args.model, data.x_eval[:LAYER_SAMPLES])
+    else:
+        accuracy, layers, latency = check(reference, layer_reference, args.model, data,
+                                          threads=args.threads or 2, runs=args.runs or 50)
+        device = None
     target = None
     if args.accelerator == "gpu":  # accuracy from outputs of LiteRT's GPU accelerator (layers, latency: CPU)
         from edge_attn.targets.gpu import gpu_accuracy
@@ -233,7 +251,7 @@ def cmd_check(args):
                                min_snr_db=args.min_snr_db) if target is None or gpu else []
     failures = ([f"gpu: {p}" for p in target.problems] if target else []) + failures
     result = {"model": args.model, "fully_int8": info.fully_int8, "accuracy": accuracy, "layers": layers,
-              "accelerator": target.to_dict() if target else {"target": "cpu"},
+              "accelerator": target.to_dict() if target else {"target": "cpu"}, "device": device,
               "latency_ms": latency, "budget": {"max_drop": args.max_drop, "min_agreement": args.min_agreement,
                                                 "min_snr_db": args.min_snr_db, "failures": failures, "passed": not failures}}
     if args.json:
@@ -248,10 +266,17 @@ def cmd_check(args):
                                         f"({accuracy['top1_drop_pt']:+.2f} pt drop)"),
             ("top-1 agreement", f"{accuracy['top1_agreement']:.4f}"),
             ("output SNR", f"{accuracy['output_snr_db']:.1f} dB"),
+            *([("outputs computed on", f"{device['name']} ({_board_line(device)})")] if device else []),
             ("weakest layers (SNR)", ", ".join(f"{l['name']} {l['snr_db']:.1f} dB" for l in worst) or "-"),
         ])
         print("budget: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     return 1 if failures else 0
+
+
+def _board_line(device):
+    words = [device.get("arch"), device.get("cpu"),
+             f"QEMU_CPU={device['emulated_cpu']}" if device.get("emulated_cpu") else None]
+    return " ".join(w for w in words if w) + (", EMULATED: latency is not a device figure" if device["emulated"] else "")
 
 
 def cmd_compat(args):
@@ -375,8 +400,11 @@ def build_parser():
     p.add_argument("--min-agreement", type=float, default=0.98, help="smallest allowed top-1 agreement (default 0.98)")
     p.add_argument("--min-snr-db", type=float, default=25.0,
                    help="smallest allowed output SNR vs float in dB (default 25: below it ranges are usually wrong)")
-    p.add_argument("--threads", type=_positive, default=2)
-    p.add_argument("--runs", type=_positive, default=50)
+    p.add_argument("--device", default=None,
+                   help="a kind = \"ssh\" profile (name or .toml): the model's outputs and latency come from that "
+                        "board, the float reference runs here (default, or a host profile: LiteRT on this machine)")
+    p.add_argument("--threads", type=_positive, default=None, help="CPU threads (default 2, or the device profile's)")
+    p.add_argument("--runs", type=_positive, default=None, help="timed runs (default 50, or the device profile's)")
     p.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
                    help="where the quantized model's accuracy is computed: cpu (LiteRT's CPU kernels) or gpu "
                         "(LiteRT's GPU accelerator, also compared with the CPU; per-layer error stays on CPU)")

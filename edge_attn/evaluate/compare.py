@@ -5,6 +5,9 @@ the comparison also counts how often both models pick the same class and measure
 outputs themselves (SNR in dB over all evaluation logits, see :mod:`edge_attn.evaluate.metrics`).
 """
 
+import os
+import tempfile
+
 import numpy as np
 
 from edge_attn.errors import BadInput
@@ -12,16 +15,20 @@ from edge_attn.evaluate.metrics import snr_db
 from edge_attn.litert import make_interpreter, run
 
 
-def compare(reference_model, tflite_model, x, y):
+def compare(reference_model, tflite_model, x, y, run_quantized=None):
     """Run the float Keras ``reference_model`` and ``tflite_model`` (bytes or path) on ``x``; score against ``y``.
 
     ``y`` holds integer class labels. Returns the dict described in :func:`accuracy_from_outputs`, plus
     ``compared_on``: "outputs", or "logits" for a model ending in a softmax/sigmoid (:mod:`edge_attn.heads`):
-    then both sides are the head's input, the TFLite one read from the deployed flatbuffer itself.
+    then both sides are the head's input, the TFLite one read from the deployed flatbuffer itself, and
+    ``head``. ``run_quantized(model, x)`` computes the TFLite outputs; ``model`` is ``tflite_model`` or, for
+    the logits, the path of a temporary .tflite (device runners copy files). None: LiteRT in this process
+    (a device's runner, e.g. ``SshRunner.run_outputs``, computes them on the device).
     """
     from edge_attn.convert.inspect import inspect_tflite
     from edge_attn.heads import split_head, tflite_logits_model
 
+    run_quantized = run_quantized or (lambda model, samples: run(make_interpreter(model), samples))
     x = np.asarray(x)
     y = _labels(y, len(x))
     expected = tuple(reference_model.input_shape[1:])
@@ -33,10 +40,14 @@ def compare(reference_model, tflite_model, x, y):
         logits_tflite = tflite_logits_model(tflite_bytes, inspect_tflite(tflite_bytes))
         if logits_tflite is not None:
             reference_out = reference_logits.predict(x, batch_size=64, verbose=0)
-            quantized_out = run(make_interpreter(logits_tflite), x)
+            with tempfile.TemporaryDirectory(prefix="edge_attn_logits_") as folder:
+                logits_path = os.path.join(folder, "logits.tflite")
+                with open(logits_path, "wb") as f:
+                    f.write(logits_tflite)
+                quantized_out = run_quantized(logits_path, x)
             return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "logits", "head": head}
     reference_out = reference_model.predict(x, batch_size=64, verbose=0)
-    quantized_out = run(make_interpreter(tflite_model), x)
+    quantized_out = run_quantized(tflite_model, x)
     return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "outputs", "head": head}
 
 

@@ -7,9 +7,10 @@ Android's restricted ``/sys``); nothing here needs root.
 
 ``emulated`` is True when the process evidently runs under user-mode emulation: ``QEMU_CPU`` is set
 (qemu-user reads it and passes the environment on), the kernel registers a qemu binfmt handler for this
-very architecture (a native kernel never needs one), or ``/proc/cpuinfo`` describes another architecture
-than the one Python runs on (qemu-user shows the host's). Latency measured under emulation is not a
-device figure.
+very architecture (a native kernel never needs one), the kernel's own architecture
+(``/proc/sys/kernel/arch``, which qemu-user does not translate, unlike ``uname``) is another than the one
+Python runs as, or ``/proc/cpuinfo`` describes another architecture than the one Python runs on (qemu-user
+shows the host's). Latency measured under emulation is not a device figure.
 """
 
 import glob
@@ -26,18 +27,22 @@ ARM_PARTS = {
 # ISA features that decide whether int8 kernels pay: x86 flags and ARM "Features" words of /proc/cpuinfo.
 INT8_FEATURES = ("avx2", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp", "i8mm", "sve")
 RUNTIME_PACKAGES = ("ai-edge-litert", "tflite-runtime")
+ARCH_ALIASES = {"arm64": "aarch64", "amd64": "x86_64", "AMD64": "x86_64"}  # one name per architecture
 
 
 def fingerprint(runtime_module=None):
-    """This machine as plain data: ``arch``, ``cpu``, ``cores``, ``soc``, ``governor``, ``isa``,
-    ``runtime``, ``runtime_version``, ``emulated``. ``runtime_module``: the LiteRT package in use (its
+    """This machine as plain data: ``arch`` (what Python runs as), ``kernel_arch`` (the kernel's, None
+    where unreadable), ``cpu``, ``cores``, ``soc``, ``governor``, ``isa``, ``runtime``, ``runtime_version``,
+    ``emulated``, ``emulated_cpu``. ``runtime_module``: the LiteRT package in use (its
     distribution's version is read); None: the first installed of RUNTIME_PACKAGES."""
     arch = platform.machine()
     text = _read("/proc/cpuinfo") or ""
     cpuinfo = _first_processor(text)
     runtime, version = _runtime(runtime_module)
+    kernel_arch = _read("/proc/sys/kernel/arch") or None
     return {
         "arch": arch,
+        "kernel_arch": kernel_arch,
         "cpu": cpu_name(text) or os.environ.get("QEMU_CPU") or None,
         "cores": os.cpu_count(),
         "soc": _soc(cpuinfo),
@@ -45,7 +50,7 @@ def fingerprint(runtime_module=None):
         "isa": sorted(set(INT8_FEATURES) & set(cpuinfo.get("flags", cpuinfo.get("features", "")).split())),
         "runtime": runtime,
         "runtime_version": version,
-        "emulated": _emulated(arch, cpuinfo),
+        "emulated": _emulated(arch, kernel_arch, cpuinfo),
         "emulated_cpu": os.environ.get("QEMU_CPU") or None,
     }
 
@@ -129,8 +134,10 @@ def _runtime(module):
     return (names[0] if module is not None else None), None
 
 
-def _emulated(arch, cpuinfo):
+def _emulated(arch, kernel_arch, cpuinfo):
     if os.environ.get("QEMU_CPU"):
+        return True
+    if kernel_arch and ARCH_ALIASES.get(kernel_arch, kernel_arch) != ARCH_ALIASES.get(arch, arch):
         return True
     handler = _read(f"/proc/sys/fs/binfmt_misc/qemu-{arch}")
     if handler and handler.startswith("enabled"):

@@ -30,7 +30,8 @@ class DeviceInfo:
     runtime: str | None = None  # e.g. "ai-edge-litert", "TFLite benchmark_model"
     runtime_version: str | None = None
     emulated: bool = False  # True: latency is not a device figure (qemu-user)
-    arch: str | None = None
+    arch: str | None = None  # what the runtime runs as (aarch64 under qemu-user on an x86_64 kernel)
+    kernel_arch: str | None = None  # the kernel's own architecture, where readable
     cores: int | None = None
     isa: tuple = ()  # int8-relevant ISA features (avx512_vnni, asimddp, i8mm, ...)
     emulated_cpu: str | None = None  # QEMU_CPU under emulation

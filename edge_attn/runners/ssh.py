@@ -9,8 +9,9 @@ Raspberry Pi OS have), runs the script with the profile's ``python`` over ``ssh`
 The board times the model with the host runner's own timing loop (cold start, warm-up, each invoke
 timed alone) and describes itself with the host's fingerprint code; the statistics (warm-up detection,
 p50 and its interval) are computed here as for the host, so host and board numbers mean the same thing.
-A profile with ``emulated = true`` (or a board found running under qemu) gives results marked emulated:
-such latency is not a device figure. ``cpu`` and ``xnnpack`` use the LiteRT Interpreter, ``gpu`` LiteRT's
+A profile with ``emulated = true`` (or a board found running under qemu) gives results marked emulated
+(``device.emulated``, the problem :data:`EMULATED_PROBLEM`, a note starting ``EMULATED``): such latency is
+not a device figure. ``cpu`` and ``xnnpack`` use the LiteRT Interpreter, ``gpu`` LiteRT's
 CompiledModel GPU accelerator (``available=False`` with the reason where the board has none), ``nnapi``
 is Android-only and answered without contacting the board. ``peak_memory_mb`` is the growth of the
 board process's peak resident memory while loading and running the model (Linux ``VmHWM``).
@@ -60,6 +61,7 @@ STARTUP_GRACE_S = 60
 REMOTE_SCRIPT = remote_bench.__file__
 # The script and the self-contained modules it imports, copied together into one folder on the board.
 REMOTE_FILES = (REMOTE_SCRIPT, timing.__file__, machine.__file__)
+EMULATED_PROBLEM = "emulated board: the latency is not a device figure"
 _SSH_FAILURE = re.compile(r"ssh:|Permission denied|Host key|Connection|Could not resolve|timed out|refused",
                           re.IGNORECASE)
 
@@ -145,7 +147,7 @@ class SshRunner:
         notes = [f"measured on the board with {report['runtime']}"]
         problems = []
         if info.emulated:
-            problems.append("emulated board: the latency is not a device figure")
+            problems.append(EMULATED_PROBLEM)
         if len(times_ms) < runs:
             problems.append(f"stopped after {len(times_ms)} of {runs} runs: timeout_s = {self._deadline_s:g} "
                             f"of profile {self.name!r} passed")
@@ -154,7 +156,9 @@ class SshRunner:
         return LatencyResult(**settings, **timed(times_ms), cold_start_ms=report.get("cold_start_ms"),
                              device_info=info, graph=graph,
                              peak_memory_mb=report.get("peak_memory_mb"), delegation=delegation,
-                             note="; ".join(notes + problems), problems=tuple(problems))
+                             note="; ".join(([emulated_note(info)] if info.emulated else []) + notes
+                                            + [p for p in problems if p != EMULATED_PROBLEM]),
+                             problems=tuple(problems))
 
     def run_outputs(self, model_path, x, *, delegate="xnnpack", threads=2) -> np.ndarray:
         """The model's float outputs (N, ...) for float samples ``x`` (N, ...), computed on the board.
@@ -267,6 +271,15 @@ def _to_float_output(detail, raw):
     if np.issubdtype(raw.dtype, np.integer) and scale:
         return dequantize(raw, scale, zero_point)
     return raw.astype(np.float32)
+
+
+def emulated_note(info):
+    """The note an emulated board's results lead with: what ran under emulation, and that its latency is
+    the emulator's (the outputs are still those of the emulated CPU's kernels)."""
+    cpu = info.cpu or info.emulated_cpu or "unknown CPU"
+    qemu = f", QEMU_CPU={info.emulated_cpu}" if info.emulated_cpu else ""
+    return (f"EMULATED: {info.arch or 'unknown arch'} ({cpu}{qemu}), kernel {info.kernel_arch or 'unknown'}; "
+            "the latency is the emulator's, not a device figure")
 
 
 def _last_json(stdout, where):
