@@ -22,7 +22,10 @@ from edge_attn._keras import keras
 from edge_attn.normalize.elementwise import ConstantAffine, HardSigmoid, HardSwish
 from edge_attn.normalize.op_rules import Unsupported
 
-_FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")  # TFLite fuses these into CONV_2D/FULLY_CONNECTED
+# TFLite fuses linear/relu/relu6 into CONV_2D/FULLY_CONNECTED, but tfmot's QuantizeAwareActivation refuses a
+# fused relu6 ("Only some Keras activations ... are supported"): it is split into a ReLU(6) layer, which
+# tfmot quantizes and the converter fuses back.
+_FUSABLE_ACTIVATIONS = ("linear", "relu")
 _DROPOUT = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
             keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
             keras.layers.ActivityRegularization)
@@ -133,6 +136,13 @@ def _split_activation(layer, name, args, kwargs, consumers):
     return act(out), f"{type(layer).__name__}+{type(act).__name__}"
 
 
+def _activation_layer(layer, name, args, kwargs, consumers):
+    """``Activation("relu6")``: tfmot's QuantizeAwareActivation refuses relu6; ``ReLU(6)`` is the same layer."""
+    if _activation_name(layer) != "relu6":
+        return None
+    return keras.layers.ReLU(6.0, name=name)(*args, **kwargs), "ReLU"
+
+
 def _batch_norm(layer, name, args, kwargs, consumers):
     rank = args[0].shape.rank
     axes = [a % rank for a in (layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis])]
@@ -164,6 +174,8 @@ def rule_for(layer):
         return _split_activation
     if cls is keras.layers.BatchNormalization:
         return _batch_norm
+    if cls is keras.layers.Activation:
+        return _activation_layer
     if cls is keras.layers.Multiply:
         return _multiply
     return None
