@@ -24,7 +24,10 @@ from edge_attn._keras import keras, tf
 from edge_attn.normalize.elementwise import ConstantAffine, HardSigmoid, HardSwish
 from edge_attn.normalize.op_rules import Unsupported
 
-_FUSABLE_ACTIVATIONS = ("linear", "relu", "relu6")  # TFLite fuses these into CONV_2D/FULLY_CONNECTED
+# TFLite fuses linear/relu/relu6 into CONV_2D/FULLY_CONNECTED, but tfmot's QuantizeAwareActivation refuses a
+# fused relu6 ("Only some Keras activations ... are supported"): it is split into a ReLU(6) layer, which
+# tfmot quantizes and the converter fuses back.
+_FUSABLE_ACTIVATIONS = ("linear", "relu")
 _DROPOUT = (keras.layers.Dropout, keras.layers.SpatialDropout1D, keras.layers.SpatialDropout2D,
             keras.layers.GaussianNoise, keras.layers.GaussianDropout, keras.layers.AlphaDropout,
             keras.layers.ActivityRegularization)
@@ -146,6 +149,13 @@ def _folds_into_producer(batch_norm):
             and _activation_name(producer) == "linear" and len(producer._outbound_nodes) == 1)
 
 
+def _activation_layer(layer, name, args, kwargs, consumers):
+    """``Activation("relu6")``: tfmot's QuantizeAwareActivation refuses relu6; ``ReLU(6)`` is the same layer."""
+    if _activation_name(layer) != "relu6":
+        return None
+    return keras.layers.ReLU(6.0, name=name)(*args, **kwargs), "ReLU"
+
+
 def _batch_norm(layer, name, args, kwargs, consumers):
     x = args[0]
     rank = x.shape.rank
@@ -191,6 +201,8 @@ def rule_for(layer):
         return _split_activation
     if cls is keras.layers.BatchNormalization:
         return _batch_norm
+    if cls is keras.layers.Activation:
+        return _activation_layer
     if cls is keras.layers.Multiply:
         return _multiply
     return None
