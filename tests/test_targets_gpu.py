@@ -135,7 +135,9 @@ def test_static_gpu_rules_against_the_real_accelerator(zoo, accelerator, name, k
         assert warned and not result.ok, result.problems
     else:
         assert not warned and result.ok, result.problems
-        assert result.numerics.top1_agreement >= 0.99
+        # Random-init weights give near-tied logits, where fp16 rounding may flip an argmax (seen: 31/32 at
+        # 57 dB): the numbers themselves are the check here; the f32 agreement test above uses real ties-free data.
+        assert result.numerics.snr_db >= 40, result.numerics
 
 
 def test_cli_compat_verify_exit_codes_and_json(zoo, accelerator, tmp_path, capsys):

@@ -70,7 +70,11 @@ def recognise_lambda(layer, args, kwargs, name=None):
     outputs = []
     for probe in probes:
         try:
-            out = layer.function(*(probe if isinstance(inputs, (list, tuple)) else probe[:1]), **layer.arguments)
+            # As tensors: Keras backend functions (K.mean, ...) read ``x.dtype.base_dtype``, which numpy lacks.
+            probe_tensors = [tf.constant(p) for p in probe]
+            args_for_call = probe_tensors if isinstance(inputs, (list, tuple)) else probe_tensors[:1]
+            out = layer.function(*([args_for_call] if isinstance(inputs, (list, tuple)) else args_for_call),
+                                 **layer.arguments)
             outputs.append(np.asarray(tf.convert_to_tensor(out)))
         except Exception as error:  # the user's code failing on a probe: not a layer we can recognise
             reason = " ".join(str(error).split())[:160]
