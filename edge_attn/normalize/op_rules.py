@@ -165,8 +165,8 @@ def _softmax(name, call):
 def _maximum(name, call):
     x, y = _operands(call)
     tensor, constant = (x, y) if _is_tensor(x) else (y, x)
-    if _is_tensor(constant) or float(np.max(_constant(constant, tensor, "maximum"))) != 0.0 or np.ndim(
-            _constant(constant, tensor, "maximum")):
+    value = None if _is_tensor(constant) else _constant(constant, tensor, "maximum")
+    if value is None or np.ndim(value) or float(value) != 0.0:
         raise Unsupported("maximum is rewritten against the constant 0 only (a ReLU)")
     return [keras.layers.ReLU(name=name)], tensor
 
