@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from edge_attn.convert import inspect_tflite
 from edge_attn.devices import load_profile
 from edge_attn.errors import BadInput
+from edge_attn.float_baseline import tflite_baseline
 from edge_attn.runners import DELEGATES, make_runner
 
 MAX_ROUNDS = 5
@@ -35,10 +36,21 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     profile's p50 budget for this model, or None) and ``delegates``: one entry per delegate with
     ``model`` and ``reference`` (LatencyResult dicts, with None for the timings of an unavailable
     delegate; ``reference`` None without one), ``speedup`` (reference p50 / model p50, None unless both
-    ran) and ``within_budget`` (None without a budget or a measurement). ``op_profile``: the model's
+    ran) and ``within_budget`` (None without a budget or a measurement). ``reference`` may be a Keras model
+    (``OUT/reference.keras``): it is converted to float32 TFLite for the run, and ``reference_note`` says so
+    (None otherwise). ``op_profile``: the model's
     first round per delegate also records where the time goes, per op type (the entry's
     ``model.op_profile``; a note where the runner cannot profile).
     """
+    with tflite_baseline(reference) as (baseline, converted):
+        result = _run_bench(model, device, delegates, threads, runs, baseline, progress, op_profile)
+    if reference is not None:
+        result["reference"] = os.fspath(reference)
+    result["reference_note"] = converted
+    return result
+
+
+def _run_bench(model, device, delegates, threads, runs, reference, progress, op_profile):
     profile = load_profile(device)
     delegates = _check_delegates(profile.delegates if delegates is None else delegates)
     threads = _check_count("threads", profile.threads if threads is None else threads)
@@ -157,6 +169,8 @@ def format_bench(result):
         if model["note"]:
             notes.append(f"{entry['delegate']}: {model['note']}")
     lines += _table(rows)
+    if result.get("reference_note"):
+        lines.append(f"note reference: {result['reference_note']}")
     for entry in result["delegates"]:
         by_type = entry["model"].get("op_profile") or []
         if by_type:

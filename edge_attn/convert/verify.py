@@ -121,7 +121,7 @@ def _problem(data):
     if len(data) < 8:
         return f"not a TFLite model: {len(data)} bytes is too short for a flatbuffer"
     if data[4:8] != FILE_IDENTIFIER:
-        return f"not a TFLite model: file identifier is {data[4:8]!r}, expected {FILE_IDENTIFIER!r}"
+        return _wrong_kind(data)
     try:
         _Structure(data).verify()
     except _Corrupt as e:
@@ -131,6 +131,19 @@ def _problem(data):
     except _Corrupt as e:
         return f"invalid TFLite model: {e}"
     return None
+
+
+def _wrong_kind(data):
+    """The problem with a file that is not a flatbuffer: what it is instead, when that is recognisable."""
+    from edge_attn.filekind import describe_bytes
+
+    kind = describe_bytes(data)
+    if kind and kind.startswith("a Keras model"):
+        return (f"is {kind}, not a TFLite model: pass the .tflite file (`edge-attn convert` writes OUT/model.tflite "
+                "beside OUT/reference.keras), or convert this model first with `edge-attn convert`")
+    if kind:
+        return f"is {kind}, not a TFLite model: expected a .tflite file"
+    return f"not a TFLite model: file identifier is {data[4:8]!r}, expected {FILE_IDENTIFIER!r}"
 
 
 def _read(model, what):

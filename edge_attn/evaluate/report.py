@@ -69,17 +69,17 @@ def write_report(out_dir, report):
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, "report.json")
     html_path = os.path.join(out_dir, "report.html")
-    write_text(json_path, json.dumps(_jsonable(report), sort_keys=True, indent=2, allow_nan=False) + "\n")
+    write_text(json_path, json.dumps(jsonable(report), sort_keys=True, indent=2, allow_nan=False) + "\n")
     write_text(html_path, render_html(report))
     return json_path, html_path
 
 
-def _jsonable(value):
+def jsonable(value):
     """Plain JSON types: numpy scalars and arrays unwrapped, tuples as lists, non-finite floats as None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
