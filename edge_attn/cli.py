@@ -1,6 +1,6 @@
 """The ``edge-attn`` command line: argparse subcommands, one function each, returning an exit code.
 
-Exit codes (ARCHITECTURE.md): 0 ok, 1 a check ran and failed its budget, 2 bad input or usage. Errors
+Exit codes (docs/cli.md): 0 ok, 1 a check ran and failed its budget, 2 bad input or usage. Errors
 are one line on stderr naming the input; ``--debug`` shows the traceback instead. Ctrl-C (SIGINT) exits
 130 and SIGTERM 143 (128 + the signal number, as shells report them), with one line "interrupted": both
 are raised as exceptions, so staged outputs are discarded and previous outputs stay as they were.

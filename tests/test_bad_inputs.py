@@ -1,6 +1,6 @@
 """The bad-input catalogue: every command, handed something it cannot use, answers the same way.
 
-The contract (README "Commands", ARCHITECTURE.md "Contracts"): exit code 2, exactly one line on stderr
+The contract (README "Commands", docs/cli.md "Exit codes"): exit code 2, exactly one line on stderr
 that says "error", names the offending input (a path, a flag, a name) and what is wrong with it, no
 traceback, no output files, nothing half-written left behind, and no work done before the refusal
 (no training, fine-tuning or conversion: validation comes first).
