@@ -23,6 +23,7 @@ from edge_attn.devices import load_profile
 from edge_attn.errors import BadInput
 from edge_attn.runners import LatencyResult, make_runner
 from edge_attn.runners.host import HostRunner
+from litert_probe import compiled_model_runs
 
 INPUT_SHAPE = (8, 8, 1)
 RUNS = 20
@@ -98,17 +99,23 @@ def test_partial_delegation_names_the_ops_xnnpack_leaves_out(runner, models):
 
 @pytest.mark.parametrize("delegate", ["xnnpack", "cpu"])
 def test_compiled_model_measures_or_says_why_not(runner, models, delegate):
+    # Whether CompiledModel runs here is decided independently (tests/litert_probe.py), not by the runner.
+    runs_here = compiled_model_runs(models["int8"], "cpu")
     result = runner.benchmark(models["int8"], delegate=delegate, runs=RUNS, warmup=2, engine="compiled_model")
-    if result.available:
+    assert result.available == runs_here, result.note
+    if runs_here:
         assert_valid_stats(result)
         assert "CompiledModel" in result.note
     else:
-        assert result.note and math.isnan(result.p50_ms)
+        assert "CompiledModel with the CPU accelerator could not be created" in result.note
+        assert math.isnan(result.p50_ms)
 
 
 def test_gpu_and_nnapi_are_reported_unavailable_not_raised(runner, models):
+    gpu_here = compiled_model_runs(models["f32"], "gpu")  # decided independently of the runner
     gpu = runner.benchmark(models["f32"], delegate="gpu", runs=3)
-    if gpu.available:  # a machine with a GPU adapter
+    assert gpu.available == gpu_here, gpu.note
+    if gpu_here:  # a machine with a GPU adapter
         assert_valid_stats(gpu, runs=3)
         assert "GPU" in gpu.delegation
     else:
@@ -238,9 +245,10 @@ def test_bench_reports_unavailable_delegates_and_budgets(models, tmp_path):
     result = run_bench(models["int8"], device=str(profile), delegates=["gpu", "xnnpack"], reference=models["f32"],
                        progress=False)
     gpu, xnnpack = result["delegates"]
+    assert gpu["model"]["available"] == compiled_model_runs(models["int8"], "gpu")
     if not gpu["model"]["available"]:
         assert gpu["speedup"] is None and gpu["within_budget"] is None
-        assert gpu["model"]["p50_ms"] is None and gpu["model"]["note"]
+        assert gpu["model"]["p50_ms"] is None and "GPU accelerator" in gpu["model"]["note"]
         assert "unavailable" in format_bench(result)
         json.dumps(result, allow_nan=False)  # plain JSON: no NaN
     assert result["budget_ms"] == 1e-9 and xnnpack["within_budget"] is False
