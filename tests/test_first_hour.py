@@ -169,15 +169,10 @@ def chromium(html_path, profile, *args):
 @pytest.fixture(scope="module")
 def rendered(out, tmp_path_factory):
     """(the DOM Chromium built from report.html, the first screen as an RGB array 1280×900)."""
-    from PIL import Image
-
     folder = tmp_path_factory.mktemp("chromium")
     dom = chromium(out / "report.html", folder / "profile", "--dump-dom")
     assert dom.returncode == 0, dom.stderr[-2000:]
-    shot = folder / "first-screen.png"
-    done = chromium(out / "report.html", folder / "profile", "--window-size=1280,900", f"--screenshot={shot}")
-    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
-    return dom.stdout.decode(), np.asarray(Image.open(shot).convert("RGB"))
+    return dom.stdout.decode(), screenshot(out / "report.html", folder)
 
 
 def test_report_page_states_verdict_sizes_and_worst_layers(out, rendered):
@@ -203,18 +198,48 @@ def test_report_page_states_verdict_sizes_and_worst_layers(out, rendered):
     assert dom.count("data:image/png;base64,") >= 3  # size, latency and per-layer charts
 
 
+def first_screen_problems(screen, passed):
+    """What is wrong with a 1280×900 screenshot of a report's first screen (empty: nothing)."""
+    problems = []
+    ink = np.any(screen < 200, axis=2).mean()  # text, borders and bars
+    if not 0.02 < ink < 0.6:
+        problems.append(f"{ink:.3f} of the first screen is drawn")
+    # the verdict box's fill (#e3f4e3 passed, #fbe3e3 failed) is on the first screen, near the top
+    fill = np.array([0xE3, 0xF4, 0xE3] if passed else [0xFB, 0xE3, 0xE3])
+    if np.all(np.abs(screen[:300].astype(int) - fill) <= 2, axis=2).mean() < 0.05:
+        problems.append("no verdict box at the top")
+    # the size chart's bars (#2a7ab0 int8, #999 float) are drawn within the first screen
+    for name, colour in (("int8", [0x2A, 0x7A, 0xB0]), ("float", [0x99, 0x99, 0x99])):
+        if np.all(np.abs(screen.astype(int) - colour) <= 3, axis=2).sum() < 2000:
+            problems.append(f"no {name} bar on the first screen")
+    return problems
+
+
+def screenshot(html_path, folder):
+    from PIL import Image
+
+    shot = folder / "first-screen.png"
+    done = chromium(html_path, folder / "profile", "--window-size=1280,900", f"--screenshot={shot}")
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    return np.asarray(Image.open(shot).convert("RGB"))
+
+
 def test_report_first_screen_is_not_blank_and_shows_the_verdict_box(out, rendered):
     _, screen = rendered
     with open(out / "report.json") as f:
         passed = json.load(f)["budget"]["passed"]
     assert screen.shape[:2] == (900, 1280)
-    ink = np.any(screen < 200, axis=2).mean()  # text, borders and bars
-    assert 0.02 < ink < 0.6, f"{ink:.3f} of the first screen is drawn"
-    # the verdict box's fill (#e3f4e3 passed, #fbe3e3 failed) is on the first screen, near the top
-    fill = np.array([0xE3, 0xF4, 0xE3] if passed else [0xFB, 0xE3, 0xE3])
-    box = np.all(np.abs(screen[:300].astype(int) - fill) <= 2, axis=2)
-    assert box.mean() > 0.05
-    # the chart bars (matplotlib's #2a7ab0 int8 and #999 float) are drawn within the first screen
-    blue = np.all(np.abs(screen.astype(int) - [0x2A, 0x7A, 0xB0]) <= 3, axis=2)
-    grey = np.all(np.abs(screen.astype(int) - [0x99, 0x99, 0x99]) <= 3, axis=2)
-    assert blue.sum() > 2000 and grey.sum() > 2000
+    assert first_screen_problems(screen, passed) == []
+
+
+def test_a_broken_page_is_caught(out, tmp_path):
+    """The screenshot check fails on a page whose styles and images did not make it: the same report.html
+    without its <style> and with its PNGs cut short."""
+    page = (out / "report.html").read_text()
+    broken = page[:page.index("<style>")] + page[page.index("</style>") + len("</style>"):]
+    broken = broken.replace("data:image/png;base64,iVBOR", "data:image/png;base64,XXXX")
+    (tmp_path / "broken.html").write_text(broken)
+    with open(out / "report.json") as f:
+        passed = json.load(f)["budget"]["passed"]
+    problems = first_screen_problems(screenshot(tmp_path / "broken.html", tmp_path), passed)
+    assert "no verdict box at the top" in problems and "no int8 bar on the first screen" in problems
