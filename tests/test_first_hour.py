@@ -134,6 +134,8 @@ def test_check_of_digits_keeps_its_eval_split(out):
     (["check", "{out}/model.tflite", "--reference", "{out}/model.tflite", "--data", "digits"], "model.tflite",
      "is a TFLite model; here a float Keras model is expected"),
     (["compat", "{out}/report.json", "--delegate", "gpu"], "report.json", "not a TFLite model"),
+    (["check", "{out}/model.tflite", "--reference", "{out}/reference.keras", "--data", "{out}/model.tflite"],
+     "model.tflite", "is a TFLite model, not a data set"),
     (["check", "{out}/model.tflite", "--reference", "{npz}", "--data", "digits"], "test.npz",
      "is a NumPy archive (.npz), not a Keras model"),
 ])
