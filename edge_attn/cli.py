@@ -117,13 +117,16 @@ def _summary_rows(name, report):
     acc, lat = report["accuracy"], report["latency_ms"]
     return [
         ("model", name), ("recipe", report["recipe"]), ("fully int8", "yes" if report["fully_int8"] else "no"),
-        ("size", f"{report['model']['bytes'] / 1024:.1f} KiB"),
+        ("size float → quantized", (f"{report['reference_model']['bytes'] / 1024:.1f} → " if report.get("reference_model")
+                                    else "") + f"{report['model']['bytes'] / 1024:.1f} KiB"),
         ("top-1 float → quantized", f"{acc['reference_top1']:.4f} → {acc['quantized_top1']:.4f} "
                                     f"({acc['top1_drop_pt']:+.2f} pt drop)"),
         ("top-1 agreement", f"{acc['top1_agreement']:.4f} ({acc.get('agreement_count', '?')}/{acc['samples']})"),
         ("output SNR", f"{acc['output_snr_db']:.1f} dB"),
         ("latency p50 float → quantized", f"{lat['reference']['p50']:.2f} → {lat['quantized']['p50']:.2f} ms "
                                           f"({lat['threads']} threads)"),
+        ("budget (check's defaults)", "passed" if report["budget"]["passed"]
+                                      else "FAILED: " + "; ".join(report["budget"]["failures"])),
     ]
 
 
@@ -200,7 +203,8 @@ def cmd_check(args):
     split = args.split or default_split(args.data)
     layer_reference, _ = lowered_float_model(reference, args.trust_model_code)
     reference_tflite = float_tflite(reference)
-    accuracy, layers, latency = check(reference, layer_reference, tflite, data, threads=args.threads,
+    # The path, not the bytes: LiteRT runs a user's file only after probing it in a child (edge_attn.litert).
+    accuracy, layers, latency = check(reference, layer_reference, args.model, data, threads=args.threads,
                                       runs=args.runs, reference_tflite=reference_tflite, split=split)
     budget = {"max_drop": args.max_drop, "min_agreement": args.min_agreement, "min_snr_db": args.min_snr_db}
     result = {**checked_model(tflite, os.path.abspath(args.model), accuracy, layers, latency, data, split,

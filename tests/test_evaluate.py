@@ -360,7 +360,7 @@ def test_write_report_html_is_self_contained(report, tmp_path):
     text = "".join(page.text)
     assert "int8-ptq <script>alert(1)</script>" in text and "int8-qat-contrast" in text
     assert "relu1" in text and "FULLY_CONNECTED" in text
-    assert len(page.images) == 2  # accuracy/size chart and per-layer SNR chart
+    assert len(page.images) == 4  # size, latency, per-layer SNR and (with comparisons) top-1 per recipe
     for src in page.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)
