@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from edge_attn.convert import inspect_tflite
 from edge_attn.devices import load_profile
 from edge_attn.errors import BadInput
+from edge_attn.float_baseline import tflite_baseline
 from edge_attn.runners import make_runner
 from edge_attn.runners.baseline import check_against, load_baseline, save_baseline
 from edge_attn.runners.result import WarmLatency
@@ -45,6 +46,8 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     delegate; ``reference`` None without one), ``speedup`` (reference p50 / model p50, None unless both
     ran), ``within_budget`` (None without a budget or a measurement) and ``baseline`` (the
     :class:`~edge_attn.runners.baseline.BaselineCheck` as a dict, None without ``baseline``).
+    ``reference`` may be a Keras model (``OUT/reference.keras``): it is converted to float32 TFLite for the
+    run, and ``reference_note`` says so (None otherwise).
     ``op_profile``: the model's first round per delegate also records where the time goes, per op type
     (the entry's ``model.op_profile``; a note where the runner cannot profile). ``save_baseline_to``: a
     baseline file this run's model results are added to (the result's ``baseline_saved`` names it).
@@ -52,6 +55,17 @@ def run_bench(model, device="host", delegates=None, threads=None, runs=None, ref
     ``emulated``: True when any result's device fingerprint says so (a qemu board): the timings are an
     emulator's, never to be compared with a device's.
     """
+    with tflite_baseline(reference) as (reference_tflite, converted):
+        result = _run_bench(model, device, delegates, threads, runs, reference_tflite, progress, op_profile,
+                            baseline, save_baseline_to, alpha, min_effect)
+    if reference is not None:
+        result["reference"] = os.fspath(reference)
+    result["reference_note"] = converted
+    return result
+
+
+def _run_bench(model, device, delegates, threads, runs, reference, progress, op_profile, baseline, save_baseline_to,
+               alpha, min_effect):
     profile = load_profile(device)
     delegates = check_delegates(profile.delegates if delegates is None else delegates)
     threads = check_count("threads", profile.threads if threads is None else threads)
@@ -186,6 +200,8 @@ def format_bench(result):
         if model["note"]:
             notes.append(f"{entry['delegate']}: {model['note']}")
     lines += _table(rows)
+    if result.get("reference_note"):
+        lines.append(f"note reference: {result['reference_note']}")
     for entry in result["delegates"]:
         by_type = entry["model"].get("op_profile") or []
         if by_type:

@@ -1,9 +1,12 @@
 """The ``edge-attn`` command line: argparse subcommands, one function each, returning an exit code.
 
-Exit codes (ARCHITECTURE.md): 0 ok, 1 a check ran and failed its budget, 2 bad input or usage. Errors
+Exit codes (docs/cli.md): 0 ok, 1 a check ran and failed its budget, 2 bad input or usage. Errors
 are one line on stderr naming the input; ``--debug`` shows the traceback instead. Ctrl-C (SIGINT) exits
 130 and SIGTERM 143 (128 + the signal number, as shells report them), with one line "interrupted": both
 are raised as exceptions, so staged outputs are discarded and previous outputs stay as they were.
+
+Only edge_attn's own lines reach the terminal: what TensorFlow, tfmot and LiteRT print goes to a
+temporary log unless ``--verbose`` or ``--debug`` (:mod:`edge_attn.quiet`).
 
 Commands that write to ``--out`` (train, convert, bundle, demo) claim it before any work
 (:mod:`edge_attn.outdir`): a non-empty folder edge_attn did not create is refused unless ``--force``.
@@ -35,7 +38,9 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_common(p):
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
-    p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    p.add_argument("--debug", action="store_true", help="show tracebacks for errors (and everything --verbose shows)")
+    p.add_argument("--verbose", action="store_true",
+                   help="also show what TensorFlow, tfmot and LiteRT print (hidden by default, see edge_attn.quiet)")
 
 
 def cmd_models(args):
@@ -128,7 +133,8 @@ def _summary_rows(name, report):
     acc, lat = report["accuracy"], report["latency_ms"]
     return [
         ("model", name), ("recipe", report["recipe"]), ("fully int8", "yes" if report["fully_int8"] else "no"),
-        ("size", f"{report['model']['bytes'] / 1024:.1f} KiB"),
+        ("size float → quantized", (f"{report['reference_model']['bytes'] / 1024:.1f} → " if report.get("reference_model")
+                                    else "") + f"{report['model']['bytes'] / 1024:.1f} KiB"),
         ("top-1 float → quantized", f"{acc['reference_top1']:.4f} → {acc['quantized_top1']:.4f} "
                                     f"({acc['top1_drop_pt']:+.2f} pt drop)"),
         ("top-1 agreement", f"{acc['top1_agreement']:.4f} ({acc.get('agreement_count', '?')}/{acc['samples']})"),
@@ -136,6 +142,8 @@ def _summary_rows(name, report):
         *_parity_row(report),
         ("latency p50 float → quantized", f"{lat['reference']['p50']:.2f} → {lat['quantized']['p50']:.2f} ms "
                                           f"({lat['threads']} threads)"),
+        ("budget (check's defaults)", "passed" if report["budget"]["passed"]
+                                      else "FAILED: " + "; ".join(report["budget"]["failures"])),
     ]
 
 
@@ -211,14 +219,15 @@ def _writes_out(args):
 
 
 def cmd_check(args):
-    from edge_attn.convert import inspect_tflite
+    from edge_attn.convert.verify import verify_tflite
     from edge_attn.data import load_data
-    from edge_attn.evaluate.compare import budget_failures
     from edge_attn.evaluate.per_layer import layer_errors
+    from edge_attn.evaluate.results import checked_model
+    from edge_attn.evaluate.samples import default_split, describe_evaluation, split_arrays
     from edge_attn.modelio import load_keras_model
-    from edge_attn.pipeline import LAYER_SAMPLES, check, lowered_float_model
+    from edge_attn.pipeline import LAYER_SAMPLES, check, float_tflite, lowered_float_model
 
-    info = inspect_tflite(args.model)  # a bad .tflite fails before anything is loaded
+    tflite = verify_tflite(args.model)  # a bad .tflite fails before anything is loaded
     if args.device is not None:
         from edge_attn.devices import load_profile
 
@@ -230,41 +239,50 @@ def cmd_check(args):
             args.device = None  # this machine: LiteRT in this process, as without --device
     reference = load_keras_model(args.reference, trust_model_code=args.trust_model_code)
     data = load_data(args.data, input_shape=tuple(reference.input_shape[1:]))
+    split = args.split or default_split(args.data)
+    x, y = split_arrays(data, split)
     layer_reference, _ = lowered_float_model(reference, args.trust_model_code)
+    reference_tflite = None
     if args.device is not None:  # outputs and latency from the device; per-layer error from LiteRT here
         from edge_attn.evaluate.on_device import check_on_device
 
-        accuracy, latency, device = check_on_device(reference, args.model, data.x_eval, data.y_eval, args.device,
+        accuracy, latency, device = check_on_device(reference, args.model, x, y, args.device,
                                                     threads=args.threads, runs=args.runs)
-        layers = layer_errors(layer_reference, args.model, data.x_eval[:LAYER_SAMPLES])
+        layers = layer_errors(layer_reference, args.model, x[:LAYER_SAMPLES])
     else:
-        accuracy, layers, latency = check(reference, layer_reference, args.model, data,
-                                          threads=args.threads or 2, runs=args.runs or 50)
+        reference_tflite = float_tflite(reference)
+        # The path, not the bytes: LiteRT runs a user's file only after probing it in a child (edge_attn.litert).
+        accuracy, layers, latency = check(reference, layer_reference, args.model, data, threads=args.threads or 2,
+                                          runs=args.runs or 50, reference_tflite=reference_tflite, split=split)
         device = None
-    target = None
+    target = gpu = None
     if args.accelerator == "gpu":  # accuracy from outputs of LiteRT's GPU accelerator (layers, latency: CPU)
         from edge_attn.targets.gpu import gpu_accuracy
 
-        gpu, target = gpu_accuracy(reference, args.model, data.x_eval, data.y_eval)
+        gpu, target = gpu_accuracy(reference, args.model, x, y)
         accuracy = gpu or accuracy
-    failures = budget_failures(accuracy, max_drop=args.max_drop, min_agreement=args.min_agreement,
-                               min_snr_db=args.min_snr_db) if target is None or gpu else []
-    failures = ([f"gpu: {p}" for p in target.problems] if target else []) + failures
-    result = {"model": args.model, "fully_int8": info.fully_int8, "accuracy": accuracy, "layers": layers,
-              "accelerator": target.to_dict() if target else {"target": "cpu"}, "device": device,
-              "latency_ms": latency, "budget": {"max_drop": args.max_drop, "min_agreement": args.min_agreement,
-                                                "min_snr_db": args.min_snr_db, "failures": failures, "passed": not failures}}
+    budget = {"max_drop": args.max_drop, "min_agreement": args.min_agreement, "min_snr_db": args.min_snr_db}
+    result = {**checked_model(tflite, os.path.abspath(args.model), accuracy, layers, latency, data, split,
+                              reference_tflite=reference_tflite, budget=budget),
+              "reference": os.path.abspath(args.reference),
+              "accelerator": target.to_dict() if target else {"target": "cpu"}, "device": device}
+    if target is not None:  # the GPU's problems fail the budget; no GPU outputs: the CPU figures are not judged
+        verdict = result["budget"]
+        verdict["failures"] = [f"gpu: {p}" for p in target.problems] + (verdict["failures"] if gpu else [])
+        verdict["passed"] = not verdict["failures"]
+    failures = result["budget"]["failures"]
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(_jsonable(result), indent=2, allow_nan=False))
     else:
         worst = sorted((l for l in layers if l["snr_db"] is not None), key=lambda l: l["snr_db"])[:3]
         _print_rows([
-            ("model", args.model), ("fully int8", "yes" if info.fully_int8 else "no"),
+            ("model", args.model), ("fully int8", "yes" if result["fully_int8"] else "no"),
+            ("evaluated on", describe_evaluation(result["evaluation"])),
             ("accuracy computed on", "CPU" if not target else f"GPU accelerator, {target.device}" if gpu
              else "CPU (the GPU accelerator gave no outputs)"),
             ("top-1 float → quantized", f"{accuracy['reference_top1']:.4f} → {accuracy['quantized_top1']:.4f} "
                                         f"({accuracy['top1_drop_pt']:+.2f} pt drop)"),
-            ("top-1 agreement", f"{accuracy['top1_agreement']:.4f}"),
+            ("top-1 agreement", f"{accuracy['top1_agreement']:.4f} ({accuracy['agreement_count']}/{accuracy['samples']})"),
             ("output SNR", f"{accuracy['output_snr_db']:.1f} dB"),
             *([("outputs computed on", f"{device['name']} ({_board_line(device)})")] if device else []),
             ("weakest layers (SNR)", ", ".join(f"{l['name']} {l['snr_db']:.1f} dB" for l in worst) or "-"),
@@ -277,6 +295,12 @@ def _board_line(device):
     words = [device.get("arch"), device.get("cpu"),
              f"QEMU_CPU={device['emulated_cpu']}" if device.get("emulated_cpu") else None]
     return " ".join(w for w in words if w) + (", EMULATED: latency is not a device figure" if device["emulated"] else "")
+
+
+def _jsonable(value):
+    from edge_attn.evaluate.report import jsonable
+
+    return jsonable(value)
 
 
 def cmd_compat(args):
@@ -396,6 +420,9 @@ def build_parser():
     p.add_argument("model", help="the .tflite model")
     p.add_argument("--reference", required=True, help="the float Keras model (.keras/.h5/SavedModel)")
     p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
+    p.add_argument("--split", choices=("eval", "train", "all"),
+                   help="which samples to score: all (default for a file or folder: it is the evaluation set) | "
+                        "eval (default for digits: its held-out split) | train")
     p.add_argument("--max-drop", type=float, default=1.0, help="largest allowed top-1 drop in points (default 1.0)")
     p.add_argument("--min-agreement", type=float, default=0.98, help="smallest allowed top-1 agreement (default 0.98)")
     p.add_argument("--min-snr-db", type=float, default=25.0,
@@ -458,7 +485,8 @@ def build_parser():
                    help="delegate to measure (repeatable; default: the profile's list)")
     p.add_argument("--threads", type=_positive, help="threads (default: the profile's)")
     p.add_argument("--runs", type=_positive, help="timed runs (default: the profile's)")
-    p.add_argument("--reference", help="the float .tflite to measure in the same run")
+    p.add_argument("--reference", help="the float model to measure in the same run: a .tflite, or the Keras "
+                                         "model (e.g. OUT/reference.keras), converted to float32 TFLite for the run")
     p.add_argument("--op-profile", action="store_true",
                    help="also show where the time goes per op type (host: XNNPACK, each op timed alone; adb: "
                         "benchmark_model's op profiling)")
@@ -558,7 +586,9 @@ def main(argv=None):
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
-    with _interrupts_raise() as received:
+    from edge_attn.quiet import native_output_captured
+
+    with _interrupts_raise() as received, native_output_captured(not (args.verbose or args.debug)):
         try:
             with _claimed_out(args, argv):
                 _import_user_code(args)

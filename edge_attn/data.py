@@ -429,7 +429,10 @@ def _kind(spec):
             raise BadInput(spec, "file not found")
         return "npz"
     if path.exists():
-        raise BadInput(spec, f"unsupported data file; {_SPEC_HELP}")
+        from edge_attn.filekind import describe  # "is a TFLite model, not a data set": what to pass instead
+
+        kind = describe(spec)
+        raise BadInput(spec, (f"is {kind}, not a data set" if kind else "unsupported data file") + f"; {_SPEC_HELP}")
     raise BadInput(spec, f"no such file or folder; {_SPEC_HELP}")
 
 

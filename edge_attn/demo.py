@@ -62,6 +62,7 @@ def run_demo(out, *, models="se_resnet20,cbam_resnet20", float_epochs=None, epoc
                                               reference_tflite=reference_tflite)
             folder = name if recipe.name == RECIPES[0] else os.path.join(name, recipe.name)
             reports[recipe.name] = build_report(reference, quantized, accuracy, layers, latency,
+                                                reference_tflite=reference_tflite,
                                                 model_path=os.path.join(os.path.abspath(out), folder, "model.tflite"))
             runs_by_recipe[recipe.name] = (folder, quantized)
         main = reports[RECIPES[0]]

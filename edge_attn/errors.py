@@ -1,4 +1,4 @@
-"""Errors the command line turns into exit codes (see ARCHITECTURE.md, "Contracts").
+"""Errors the command line turns into exit codes (see docs/cli.md, "Exit codes").
 
 ``BadInput`` (exit 2) is for anything the user handed us that we cannot use: it names the input and
 says what is wrong, in one line. ``CheckFailed`` (exit 1) is for a check that ran and missed its budget.

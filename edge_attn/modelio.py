@@ -109,11 +109,16 @@ def load_keras_model(path, trust_model_code=False):
     path = os.fspath(path)
     if not os.path.exists(path):
         raise BadInput(path, "no such file or directory")
-    if path.endswith(".tflite"):
-        raise BadInput(path, "is a TFLite model; this command expects a Keras model (.keras, .h5 or a SavedModel folder)")
+    from edge_attn.filekind import describe
+
+    kind = describe(path)
+    if kind == "a TFLite model" or path.endswith(".tflite"):
+        raise BadInput(path, "is a TFLite model; here a float Keras model is expected (.keras, .h5 or a SavedModel "
+                             "folder, e.g. the OUT/reference.keras that `edge-attn convert` writes)")
     is_saved_model = os.path.isdir(path) and os.path.exists(os.path.join(path, "saved_model.pb"))
     if not (is_saved_model or path.endswith(KERAS_SUFFIXES)):
-        raise BadInput(path, "not a Keras model: expected a .keras or .h5 file or a SavedModel folder")
+        raise BadInput(path, (f"is {kind}, not a Keras model" if kind else "not a Keras model")
+                       + ": expected a .keras or .h5 file or a SavedModel folder")
     if not os.access(path, os.R_OK | (os.X_OK if is_saved_model else 0)):
         raise BadInput(path, "cannot read: Permission denied")
     if os.path.isfile(path) and os.path.getsize(path) == 0:

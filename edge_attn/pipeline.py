@@ -6,7 +6,6 @@ file is complete, so a failed run leaves the previous outputs (or nothing), neve
 """
 
 import contextlib
-import hashlib
 import os
 import shutil
 import sys
@@ -213,14 +212,18 @@ def lowered_float_model(model, trust_model_code=False):
     return lower_attention(normalized), rewrites
 
 
-def check(reference_model, layer_reference, tflite, data, *, threads=2, runs=50, reference_tflite=None):
-    """Accuracy, per-layer error and latency of ``tflite`` against the float model, on the eval split."""
+def check(reference_model, layer_reference, tflite, data, *, threads=2, runs=50, reference_tflite=None,
+          split="eval"):
+    """Accuracy, per-layer error and latency of ``tflite`` against the float model, on ``split`` of ``data``
+    (:mod:`edge_attn.evaluate.samples`: eval, train or all)."""
     from edge_attn.evaluate.compare import compare
     from edge_attn.evaluate.latency import measure_latency
     from edge_attn.evaluate.per_layer import layer_errors
+    from edge_attn.evaluate.samples import split_arrays
 
-    accuracy = compare(reference_model, tflite, data.x_eval, data.y_eval)
-    layers = layer_errors(layer_reference, tflite, data.x_eval[:LAYER_SAMPLES])
+    x, y = split_arrays(data, split)
+    accuracy = compare(reference_model, tflite, x, y)
+    layers = layer_errors(layer_reference, tflite, x[:LAYER_SAMPLES])
     latency = {"threads": threads, "quantized": measure_latency(tflite, runs=runs, threads=threads)}
     if reference_tflite is not None:
         latency["reference"] = measure_latency(reference_tflite, runs=runs, threads=threads)
@@ -234,25 +237,18 @@ def float_tflite(model):
     return convert_model(model, load_recipe("f32"))
 
 
-def build_report(reference, quantized, accuracy, layers, latency, *, model_path):
-    from edge_attn.convert import inspect_tflite
+def build_report(reference, quantized, accuracy, layers, latency, *, model_path, reference_tflite=None):
+    """report.json as a dict (docs/report-json.md; the keys shared with ``check --json`` come from
+    :func:`edge_attn.evaluate.results.checked_model`)."""
+    from edge_attn.evaluate.results import checked_model
 
-    info = inspect_tflite(quantized.tflite)
     return {
+        **checked_model(quantized.tflite, model_path, accuracy, layers, latency, reference.data, "eval",
+                        reference_tflite=reference_tflite),
         "edge_attn_version": __version__,
         "recipe": quantized.recipe.name,
         "recipe_settings": quantized.recipe.to_dict(),
         "source_model": reference.source,
-        "model": {"path": model_path, "bytes": len(quantized.tflite),
-                  "sha256": hashlib.sha256(quantized.tflite).hexdigest()},
-        "ops": list(info.op_names),
-        "fully_int8": info.fully_int8,
-        "float_ops": [f"{op.op} #{op.index}" for op in info.float_ops()],
-        "inputs": [t.to_dict() for t in info.inputs],
-        "outputs": [t.to_dict() for t in info.outputs],
-        "accuracy": accuracy,
-        "latency_ms": latency,
-        "layers": layers,
         "data": reference.data.info,
         "float_training": reference.trained,
         "fine_tune": quantized.fine_tune,
@@ -405,9 +401,10 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
     if quantized.tflite is None:  # a multi-worker task other than the chief: it trained its share
         chief = "chief:0" if "chief" in task.cluster else "worker:0"
         return {"task": task.name, "writer": chief, "fine_tune": quantized.fine_tune}
+    reference_tflite = float_tflite(reference.model)
     accuracy, layers, latency = check(reference.model, quantized.layer_reference, quantized.tflite, reference.data,
-                                      threads=threads, runs=runs, reference_tflite=float_tflite(reference.model))
-    report = build_report(reference, quantized, accuracy, layers, latency,
+                                      threads=threads, runs=runs, reference_tflite=reference_tflite)
+    report = build_report(reference, quantized, accuracy, layers, latency, reference_tflite=reference_tflite,
                           model_path=os.path.join(os.path.abspath(out_dir), "model.tflite"))
     if quantized.fake_quant is not None:
         from edge_attn.evaluate.parity import qat_parity

@@ -1,6 +1,6 @@
 """The bad-input catalogue: every command, handed something it cannot use, answers the same way.
 
-The contract (README "Commands", ARCHITECTURE.md "Contracts"): exit code 2, exactly one line on stderr
+The contract (README "Commands", docs/cli.md "Exit codes"): exit code 2, exactly one line on stderr
 that says "error", names the offending input (a path, a flag, a name) and what is wrong with it, no
 traceback, no output files, nothing half-written left behind, and no work done before the refusal
 (no training, fine-tuning or conversion: validation comes first).
@@ -781,20 +781,26 @@ def test_bad_input_exits_2_with_one_line_naming_it(case_id, template, named, say
 # --- the same commands with good inputs: a case cannot pass because its command line is malformed ----
 
 
+# check's budgets are set so that the outcome is known whatever the model's accuracy: any result passes the
+# first (a drop of at most 100 points, agreement >= 0), none can pass the second (agreement > 100%).
 GOOD = [
-    ("check", "check {tflite} --reference {keras} --data {good_npz} --runs 2", (0, 1)),
-    ("bench", "bench {tflite} --device host --runs 2 --no-progress", (0,)),
-    ("compat", "compat {tflite} --delegate gpu", (0,)),
-    ("bundle", "bundle {tflite} --target android --out {out}", (0,)),
+    ("check", "check {tflite} --reference {keras} --data {good_npz} --runs 2 --max-drop 100 --min-agreement 0 "
+              "--min-snr-db -1000", 0),
+    ("check-missed-budget", "check {tflite} --reference {keras} --data {good_npz} --runs 2 --min-agreement 1.01", 1),
+    ("bench", "bench {tflite} --device host --runs 2 --no-progress", 0),
+    ("compat", "compat {tflite} --delegate gpu", 0),
+    ("bundle", "bundle {tflite} --target android --out {out}", 0),
 ]
 
 
-@pytest.mark.parametrize("command, template, codes", GOOD, ids=[g[0] for g in GOOD])
-def test_good_inputs_are_accepted(command, template, codes, tmp_path, shared, capsys):
+@pytest.mark.parametrize("command, template, expected", GOOD, ids=[g[0] for g in GOOD])
+def test_good_inputs_are_accepted(command, template, expected, tmp_path, shared, capsys):
     inputs = {"out": tmp_path / "out", **{k: v for k, v in shared.items() if k != "folder"}}
     code = run_main(build_argv(template, inputs))
-    _, err = capsys.readouterr()
-    assert code in codes, err
+    out, err = capsys.readouterr()
+    assert code == expected, err
+    if command == "check-missed-budget":
+        assert "budget: FAILED: top-1 agreement" in out and "below the minimum 101.00%" in out
     if command == "bundle":
         assert run_main(["verify-bundle", str(inputs["out"])]) == 0
 

@@ -1,7 +1,7 @@
 """The ``edge-attn`` command line: exit codes, one-line errors, outputs of train/convert/check.
 
 One end-to-end convert runs per module (se_resnet20 on digits at 8x8, brief training); its outputs are
-then checked against the report contract of ARCHITECTURE.md and re-checked by ``edge-attn check``.
+then checked against the report contract of docs/report-json.md and re-checked by ``edge-attn check``.
 """
 
 import json

@@ -1,6 +1,6 @@
 """Tests of edge_attn.delegates: GPU / NNAPI / XNNPACK compatibility rules and partitioning.
 
-Expected verdicts come from the documented rules in ``reference/delegate-rules.md`` (quoted next to each
+Expected verdicts come from the documented rules in ``docs/delegate-rules.md`` (quoted next to each
 assertion) applied by hand to tiny converted models, not from the code under test. Partition counts are derived by
 hand from the graph, and for XNNPACK also checked against the real thing: the installed ai-edge-litert interpreter
 applies XNNPACK by default and leaves one DELEGATE node per partition it created. Constant values (reduction axes)

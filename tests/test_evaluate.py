@@ -81,7 +81,7 @@ def qat_tflite(float_model, data):
 
     A training-mode pass sets the weight and input ranges (the BatchNorms are frozen, so their statistics
     stay); activation ranges start at tfmot's [-6, 6] and follow a slow moving average, so they are set to
-    the float layer outputs' observed ranges (ARCHITECTURE.md: calibrate before fine-tuning).
+    the float layer outputs' observed ranges (calibrate before fine-tuning: tfmot's [-6, 6] initial ranges clip the logits).
     """
     x_train = data[0]
     qat = tfmot.quantization.keras.quantize_model(float_model)
@@ -339,7 +339,7 @@ def test_write_report_json_has_contract_keys(report, tmp_path):
     write_report(tmp_path, report)
     text = (tmp_path / "report.json").read_text()
     written = json.loads(text)
-    # ARCHITECTURE.md "report.json" contract, spelled out independently of the module's own table
+    # docs/report-json.md contract, spelled out independently of the module's own table
     for key in ("recipe", "model", "ops", "fully_int8", "accuracy", "latency_ms", "layers"):
         assert key in written
     assert set(written["model"]) >= {"path", "bytes", "sha256"}
@@ -367,7 +367,7 @@ def test_write_report_html_is_self_contained(report, tmp_path):
     text = "".join(page.text)
     assert "int8-ptq <script>alert(1)</script>" in text and "int8-qat-contrast" in text
     assert "relu1" in text and "FULLY_CONNECTED" in text
-    assert len(page.images) == 2  # accuracy/size chart and per-layer SNR chart
+    assert len(page.images) == 4  # size, latency, per-layer SNR and (with comparisons) top-1 per recipe
     for src in page.images:
         prefix = "data:image/png;base64,"
         assert src.startswith(prefix)

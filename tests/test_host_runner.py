@@ -28,6 +28,7 @@ from edge_attn.errors import BadInput
 from edge_attn.runners import LatencyResult, make_runner
 from edge_attn.runners.result import WarmLatency, timed
 from edge_attn.runners.host import HostRunner
+from litert_probe import compiled_model_runs
 
 INPUT_SHAPE = (8, 8, 1)
 RUNS = 20
@@ -108,7 +109,9 @@ def test_partial_delegation_names_the_ops_xnnpack_leaves_out(runner, models):
 
 @pytest.mark.parametrize("delegate", ["xnnpack", "cpu"])
 def test_compiled_model_measures_on_the_cpu_accelerator(runner, models, delegate):
-    """ai-edge-litert's CompiledModel always has its CPU accelerator (no device needed): it must measure."""
+    """ai-edge-litert's CompiledModel always has its CPU accelerator (no device needed): it must measure, and
+    LiteRT's own API, independently of the runner (tests/litert_probe.py), must agree that it runs here."""
+    assert compiled_model_runs(models["int8"], "cpu")
     result = runner.benchmark(models["int8"], delegate=delegate, runs=RUNS, warmup=2, engine="compiled_model")
     assert_valid_stats(result)
     assert "CompiledModel" in result.note and result.cold_start_ms > 0
@@ -140,6 +143,19 @@ def test_gpu_without_an_adapter_is_unavailable_with_litert_s_reason(models, tmp_
     assert not gpu["available"] and gpu["runs"] == 0 and gpu["p50_ms"] is None
     assert gpu["note"].startswith("LiteRT CompiledModel with the GPU accelerator could not be created here: ")
     assert "adapter" in gpu["note"].lower() and gpu["problems"] == [gpu["note"]]
+
+
+def test_gpu_outcome_matches_an_independent_litert_probe(runner, models):
+    """On this machine's real environment (an adapter or none): the runner reports the GPU available exactly
+    when LiteRT's plain API runs the model on it (tests/litert_probe.py), and measures it when it does."""
+    gpu_here = compiled_model_runs(models["f32"], "gpu")
+    gpu = runner.benchmark(models["f32"], delegate="gpu", runs=3)
+    assert gpu.available == gpu_here, gpu.note
+    if gpu_here:
+        assert_valid_stats(gpu, runs=3)
+        assert "GPU" in gpu.delegation
+    else:
+        assert "GPU accelerator" in gpu.note and math.isnan(gpu.p50_ms) and gpu.runs == 0
 
 
 def test_nnapi_is_reported_unavailable_not_raised(runner, models):

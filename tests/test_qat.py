@@ -58,7 +58,7 @@ def trained_se(digits):
 def test_tfmot_alone_refuses_se_models():
     """The premise: tfmot's quantize_model cannot handle an SE model (so our wrapping is needed)."""
     model = create_model("se_resnet20", input_shape=(8, 8, 1), classes=10)
-    with pytest.raises(Exception):
+    with pytest.raises(RuntimeError, match=r"Layer stage2_block1_se:.*SqueezeExcite'> is not supported"):
         tfmot.quantization.keras.quantize_model(model)
 
 

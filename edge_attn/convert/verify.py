@@ -4,24 +4,24 @@
 ``probe_tflite`` then loads what passed in a child process, so a model that still kills LiteRT costs a child, not
 the command.
 
-What was measured (ai-edge-litert 2.3, each load + allocate + invoke on zeros in a forked child; 8,000 seeded
-mutants of a 4.6 KB int8 model — truncations, bit flips, overwrites and swaps of flatbuffer words, and edits of
-indices, shapes, types, quantization, constant data and op codes through LiteRT's object API — plus hand-made
-hostile models):
+What LiteRT does with damaged models (ai-edge-litert 2.3; found by fuzzing a small int8 model with truncations,
+bit flips, overwritten and swapped flatbuffer words and edits through LiteRT's object API, plus hand-made hostile
+models). The cases named here are rebuilt and run against a bare LiteRT process in tests/test_verify_tflite.py;
+tests/test_fuzz_tflite.py runs 2,000 seeded mutants through every entry point, each of which must end in success
+or BadInput:
 
 * LiteRT refuses most damage cleanly: its loader runs the flatbuffers verifier and checks indices, buffer sizes
-  and element-count overflow (5,729 of 8,000 raised a ValueError/RuntimeError; 2,266 ran).
-* Killed by SIGSEGV: 2 mutants — an empty subgraph list, and MEAN's op code turned into SPLIT (the XNNPACK
-  delegate reads the int8 activations as the split axis) — and, hand-made, an IF whose branch is its own subgraph
-  or two subgraphs calling each other (unbounded recursion in ``allocate_tensors``; ``CompiledModel`` too), and a
-  constant STRING tensor whose offsets point outside its buffer (in ``get_tensor``).
-* Hung (still computing after 10 s): 3 mutants whose graph input was declared e.g. 1×8×16777216×1.
-* edge_attn's pure-Python readers (inspect, compat, bundle) raised something other than BadInput on 142 of 2,000
-  mutants (IndexError: tensor indices out of range; ValueError: constant buffers that do not match their shape;
-  AttributeError: ops missing operands, metadata without a name; UnicodeDecodeError: names that are not UTF-8)
-  and hung on 1 (a mutated output shape asking ``bundle`` for 150 million labels). LiteRT's own Python API
-  raises UnicodeDecodeError for a tensor name that is not UTF-8 (``_get_tensor_details``, used by per-layer
-  error).
+  and element-count overflow.
+* Killed by SIGSEGV: MEAN's op code turned into SPLIT (the XNNPACK delegate reads the int8 activations as the split
+  axis); an IF whose branch is its own subgraph, or two subgraphs calling each other (unbounded recursion in
+  ``allocate_tensors``; ``CompiledModel`` too); a constant STRING tensor whose offsets point outside its buffer
+  (in ``get_tensor``).
+* Hung: a graph input declared 1×8×16777216×1 (a convolution that runs for minutes).
+* edge_attn's pure-Python readers (inspect, compat, bundle) raised IndexError (tensor indices out of range),
+  ValueError (constant buffers that do not match their shape), AttributeError (ops missing operands, metadata
+  without a name) or UnicodeDecodeError (names that are not UTF-8), and could be made to hang (a mutated output
+  shape asking ``bundle`` for 150 million labels). LiteRT's own Python API raises UnicodeDecodeError for a tensor
+  name that is not UTF-8 (``_get_tensor_details``, used by per-layer error).
 
 So the checks are: the flatbuffers ``Verifier`` rules (``flatbuffers/verifier.h``: every offset, vector and
 string in bounds and aligned, vtables well formed, nesting and table count bounded) over every table reachable from
@@ -32,12 +32,9 @@ buffers, data flow (an op reads only constants, variables, graph inputs or earli
 them twice), schema version 3, operator and buffer lists present; plus what the measurements added: no recursion
 between subgraphs, shapes not negative and within LiteRT's int32 limits (2³¹ elements or bytes per tensor),
 quantization scales and zero points that match the tensor, known dtypes, UTF-8 tensor, metadata and signature names,
-metadata and signatures naming real buffers and tensors, out-of-file data within the file. Of the 2,266 mutants
-LiteRT ran, these refuse 365 (320 for a name that is not UTF-8). Verification passes 4 of the 5 crashing or
-hanging mutants (MEAN as SPLIT, the 3 huge inputs): those are the probe's. So are kernel-level crashes of
-structurally sound graphs: running ``check`` on all 702 mutants of tests/test_fuzz_tflite.py's 2,000 that pass
-verification, the probe turned 7 SIGSEGVs into BadInput (an op code changed to SPLIT: 6; FULLY_CONNECTED with
-its weights omitted: 1) and nothing else escaped.
+metadata and signatures naming real buffers and tensors, out-of-file data within the file. Verification passes
+MEAN-as-SPLIT and the huge input: those are the probe's, as are other kernel-level crashes of structurally sound
+graphs (tests/test_verify_tflite.py runs the MEAN→SPLIT model through ``bench`` and ``check``: one BadInput line).
 """
 
 import functools
@@ -121,7 +118,7 @@ def _problem(data):
     if len(data) < 8:
         return f"not a TFLite model: {len(data)} bytes is too short for a flatbuffer"
     if data[4:8] != FILE_IDENTIFIER:
-        return f"not a TFLite model: file identifier is {data[4:8]!r}, expected {FILE_IDENTIFIER!r}"
+        return _wrong_kind(data)
     try:
         _Structure(data).verify()
     except _Corrupt as e:
@@ -131,6 +128,19 @@ def _problem(data):
     except _Corrupt as e:
         return f"invalid TFLite model: {e}"
     return None
+
+
+def _wrong_kind(data):
+    """The problem with a file that is not a flatbuffer: what it is instead, when that is recognisable."""
+    from edge_attn.filekind import describe_bytes
+
+    kind = describe_bytes(data)
+    if kind and kind.startswith("a Keras model"):
+        return (f"is {kind}, not a TFLite model: pass the .tflite file (`edge-attn convert` writes OUT/model.tflite "
+                "beside OUT/reference.keras), or convert this model first with `edge-attn convert`")
+    if kind:
+        return f"is {kind}, not a TFLite model: expected a .tflite file"
+    return f"not a TFLite model: file identifier is {data[4:8]!r}, expected {FILE_IDENTIFIER!r}"
 
 
 def _read(model, what):

@@ -2,7 +2,7 @@
 
 ``tf.lite.experimental.Analyzer(gpu_compatibility=True)`` no longer runs the GPU delegate's checks, so edge_attn
 carries its own rules, transcribed per op from LiteRT's sources (``gpu_compatibility.cc``, ``nnapi_delegate.cc``,
-``xnnpack_delegate.cc`` and the XNNPACK README) as summarised in ``reference/delegate-rules.md``; every rule cites
+``xnnpack_delegate.cc`` and the XNNPACK README) as summarised in ``docs/delegate-rules.md``; every rule cites
 its upstream file. Modules: ``graph`` (the model view the rules read), ``rules`` (the rule data types),
 ``gpu``/``nnapi``/``xnnpack`` (one table each), ``partition`` (TFLite's partitioner), ``report``, ``compat``.
 

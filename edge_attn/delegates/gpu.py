@@ -1,5 +1,5 @@
 """GPU delegate (TFLite GPU delegate V2: OpenCL, falling back to OpenGL ES) rules, from
-``reference/delegate-rules.md`` section 1.
+``docs/delegate-rules.md`` section 1.
 
 An op is taken when the delegate has a parser for it, the op version is within the parser's cap, the per-op
 check of ``gpu_compatibility.cc`` passes, and its tensors pass the delegate's filter (rank ≤ 4; runtime tensors

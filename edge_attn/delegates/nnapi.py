@@ -1,4 +1,4 @@
-"""NNAPI delegate rules by Android API level, from ``reference/delegate-rules.md`` section 2
+"""NNAPI delegate rules by Android API level, from ``docs/delegate-rules.md`` section 2
 (``NNAPIDelegateKernel::Validate`` in ``nnapi_delegate.cc``).
 
 Every check reads ``target.android_api``, the device SDK level (27 = NNAPI 1.0 … 30 = NNAPI 1.3). With default

@@ -67,7 +67,7 @@ class CompatReport:
             "op_count": len(self.ops),
             "warnings": list(self.warnings),
             "summary": self.summary,
-            "rules_from": f"{UPSTREAM} (reference/delegate-rules.md)",
+            "rules_from": f"{UPSTREAM} (docs/delegate-rules.md)",
         }
 
 

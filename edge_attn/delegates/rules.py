@@ -5,7 +5,7 @@ version cap and a tuple of :class:`Check` objects; each check is a small predica
 :class:`~edge_attn.delegates.graph.OpView` under a :class:`Target` and returns a finding ``(met, what was
 found)`` (or a list of them), or None when it does not apply to this op. Every check and every rule names the
 upstream file it transcribes (paths in google-ai-edge/LiteRT at the commit ``UPSTREAM``, as summarised in
-``reference/delegate-rules.md``), so each verdict can cite where it comes from.
+``docs/delegate-rules.md``), so each verdict can cite where it comes from.
 
 Verdict reasons: a rejected op lists every unmet requirement (upstream NNAPI does the same; the GPU check stops at
 the first, but all of them help the user); an accepted op lists what was checked and found fine.
@@ -16,7 +16,7 @@ from typing import Callable
 
 from edge_attn.delegates.graph import FLOAT_DTYPES, QUANT8_DTYPES
 
-UPSTREAM = "google-ai-edge/LiteRT@f67457790c9c"  # the snapshot reference/delegate-rules.md was written from
+UPSTREAM = "google-ai-edge/LiteRT@f67457790c9c"  # the snapshot docs/delegate-rules.md was written from
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +141,7 @@ def judge(op, rule, delegate_checks, target, delegate_name):
     """Judge ``op`` against its ``rule`` (None: no rule), then the delegate-wide checks."""
     if rule is None:
         return Judgement(False, (f"no {delegate_name} rule for {op.op}: not in edge_attn's rule table "
-                                 "(reference/delegate-rules.md), so not known to be delegated",), ())
+                                 "(docs/delegate-rules.md), so not known to be delegated",), ())
     if rule.never:
         return Judgement(False, (rule.never,), (rule.source,))
     malformed = operand_problem(op)

@@ -1,4 +1,4 @@
-"""XNNPACK delegate (CPU) rules, from ``reference/delegate-rules.md`` section 3.
+"""XNNPACK delegate (CPU) rules, from ``docs/delegate-rules.md`` section 3.
 
 Two rule sets, chosen by ``target.xnnpack_rules``:
 

@@ -93,6 +93,18 @@ def accuracy_from_outputs(reference_out, quantized_out, y):
     }
 
 
+# The budgets `edge-attn check` applies by default and `convert` reports against (report.json "budget").
+DEFAULT_BUDGET = {"max_drop": 1.0, "min_agreement": 0.98, "min_snr_db": 25.0}
+
+
+def budget_verdict(accuracy, max_drop=DEFAULT_BUDGET["max_drop"], min_agreement=DEFAULT_BUDGET["min_agreement"],
+                   min_snr_db=DEFAULT_BUDGET["min_snr_db"]):
+    """The ``budget`` entry of report.json and ``check --json``: the budgets, the failures and ``passed``."""
+    failures = budget_failures(accuracy, max_drop=max_drop, min_agreement=min_agreement, min_snr_db=min_snr_db)
+    return {"max_drop": max_drop, "min_agreement": min_agreement, "min_snr_db": min_snr_db,
+            "failures": failures, "passed": not failures}
+
+
 def budget_failures(accuracy, max_drop=1.0, min_agreement=0.98, min_snr_db=None):
     """Reasons the ``accuracy`` dict misses its budget, one readable line each; empty means it passed.
 

@@ -1,13 +1,16 @@
 """The report files written beside a converted model: ``report.json`` for tools, ``report.html`` for people.
 
-``report.json`` must carry the contract keys of ARCHITECTURE.md ("report.json"); :func:`write_report`
+``report.json`` must carry the contract keys of docs/report-json.md (schema: docs/report.schema.json); :func:`write_report`
 refuses a report without them. JSON has no Infinity or NaN, so non-finite numbers (the SNR of a bit-exact
 tensor is +inf) are written as ``null``; the HTML page shows them as ∞.
 
-``report.html`` is one self-contained file (no external scripts, styles or images): a summary table, a
-bar chart of float vs quantized top-1 and model size (with any ``report["comparisons"]`` rows, e.g. the
-post-training int8 result beside the QAT one), a per-layer SNR chart and the op list. Charts are drawn
-with matplotlib's Agg canvas and embedded as base64 PNG; every piece of text is HTML-escaped.
+``report.html`` is one self-contained file (no external scripts, styles or images) that a person reads in
+30 seconds: the verdict against the budgets at the top, then float vs quantized size, top-1, agreement,
+SNR and latency, the worst layers first, a size chart (the float bar beside the int8 one, and any
+``report["comparisons"]`` rows such as the post-training int8 result beside the QAT one), a latency
+chart, a compact per-layer SNR strip, the delegate targets, and the details folded away. Charts are
+drawn with matplotlib's Agg canvas and embedded as base64 PNG; every piece of text is HTML-escaped.
+tests/test_report_html.py renders it in headless Chromium.
 """
 
 import base64
@@ -23,7 +26,7 @@ import numpy as np
 
 from edge_attn.atomic import write_text
 
-# The keys other tools read (ARCHITECTURE.md, "report.json"): top-level key -> required sub-keys.
+# The keys other tools read (docs/report-json.md): top-level key -> required sub-keys.
 CONTRACT = {
     "recipe": (),
     "model": ("path", "bytes", "sha256"),
@@ -69,17 +72,17 @@ def write_report(out_dir, report):
     os.makedirs(out_dir, exist_ok=True)
     json_path = os.path.join(out_dir, "report.json")
     html_path = os.path.join(out_dir, "report.html")
-    write_text(json_path, json.dumps(_jsonable(report), sort_keys=True, indent=2, allow_nan=False) + "\n")
+    write_text(json_path, json.dumps(jsonable(report), sort_keys=True, indent=2, allow_nan=False) + "\n")
     write_text(html_path, render_html(report))
     return json_path, html_path
 
 
-def _jsonable(value):
+def jsonable(value):
     """Plain JSON types: numpy scalars and arrays unwrapped, tuples as lists, non-finite floats as None."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, np.ndarray)):
-        return [_jsonable(v) for v in value]
+        return [jsonable(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -89,19 +92,162 @@ def _jsonable(value):
 
 # ---------------------------------------------------------------------------------------------- HTML
 
+WORST_LAYERS = 10  # rows of the worst-layers table at the top; the full list is folded below
+
 _STYLE = """
-body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }
-table { border-collapse: collapse; margin: 0.5em 0 1.5em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+body { font-family: system-ui, sans-serif; margin: 1.2em auto; max-width: 74em; color: #222; padding: 0 1em; }
+h1 { font-size: 1.4em; margin: 0 0 0.4em; }
+h2 { font-size: 1.1em; margin: 1.2em 0 0.3em; }
+table { border-collapse: collapse; margin: 0.3em 0 0.8em; }
+th, td { border: 1px solid #ccc; padding: 0.2em 0.6em; text-align: left; white-space: nowrap; }
+td small { white-space: normal; display: block; }
+#targets td:nth-child(2) { white-space: normal; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
 th { background: #f3f3f3; }
 img { max-width: 100%; }
+.verdict { padding: 0.6em 1em; border-radius: 6px; font-size: 1.1em; margin: 0.4em 0; }
+.pass { background: #e3f4e3; border: 2px solid #2e8b2e; }
+.fail { background: #fbe3e3; border: 2px solid #c0392b; }
+.verdict b { font-size: 1.2em; }
+.verdict ul { margin: 0.3em 0 0; padding-left: 1.2em; font-size: 0.95em; }
+.ok { color: #2e8b2e; } .bad { color: #c0392b; font-weight: bold; }
+.figures { display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }
+.figures > * { flex: 0 1 auto; }
+details { margin: 0.5em 0; } summary { cursor: pointer; font-weight: bold; }
 """
 
 
 def render_html(report):
-    """The self-contained HTML page for ``report`` (a string)."""
+    """The self-contained HTML page for ``report`` (a string): the verdict against the budgets first, then
+    the numbers a reader compares (size float vs int8, top-1, agreement, SNR, latency), the worst layers,
+    the charts, the delegate targets, and the details folded away."""
     accuracy, model, latency = report["accuracy"], report["model"], report["latency_ms"]
-    summary = [
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>edge_attn report: {_esc(report.get('source_model', ''))} {_esc(report['recipe'])}</title>",
+        f"<style>{_STYLE}</style></head><body>",
+        f"<h1>edge_attn report: {_esc(report.get('source_model') or os.path.basename(model['path']))} "
+        f"— {_esc(report['recipe'])}</h1>",
+        _verdict(report),
+        '<div class="figures">',
+        '<section id="key-numbers">',
+        _table(["", "float", _esc(report["recipe"]), "change"], _key_rows(report), raw=True),
+        "</section>",
+        f'<div id="sizes">{_img(_size_chart(report), "model size, float vs quantized")}</div>',
+        "</div>",
+        '<div class="figures">',
+        '<section id="worst-layers"><h2>Worst layers (lowest SNR vs float first)</h2>',
+        _worst_layers(report["layers"]),
+        "</section>",
+        f'<div id="latency"><h2>Latency</h2>{_latency_figure(latency)}</div>',
+        "</div>",
+        '<section id="layers"><h2>Per-layer SNR</h2>',
+        (_img(_layer_snr_chart(report["layers"]), "per-layer SNR in graph order") if report["layers"]
+         else "<p>No TFLite tensor was matched to a layer of the float model.</p>"),
+        "</section>",
+        '<section id="targets"><h2>Targets</h2>', _targets(report), "</section>",
+    ]
+    if report.get("comparisons"):
+        parts += ['<section id="comparisons"><h2>Recipes compared</h2>',
+                  _img(_accuracy_chart(report), "top-1 float vs each recipe"),
+                  _table(["recipe", "bytes", "top-1", "agreement", "output SNR", "p50"],
+                         [(r["recipe"], _number(r["bytes"], "", 0), _percent(r["top1"]), _percent(r["agreement"]),
+                           _number(r["snr_db"], " dB", 1), _number(r["p50"], " ms", 3))
+                          for r in _recipe_rows(report)]),
+                  "</section>"]
+    parts += ['<section id="details"><h2>Details</h2>',
+              "<details><summary>Summary</summary>", _table(["", "value"], _summary_rows(report)), "</details>"]
+    if report["layers"]:
+        parts += [f"<details><summary>All {len(report['layers'])} matched layers (graph order)</summary>",
+                  _layer_table(report["layers"]), "</details>"]
+    counts = collections.Counter(report["ops"])
+    parts += [f"<details><summary>Ops ({len(report['ops'])})</summary>",
+              _table(["op", "count"], [(op, count) for op, count in counts.items()]), "</details>",
+              "</section>", "</body></html>"]
+    return "\n".join(parts) + "\n"
+
+
+def _budget(report):
+    """``report["budget"]``, or the default budgets applied now for a report written before it existed."""
+    if report.get("budget"):
+        return report["budget"]
+    from edge_attn.evaluate.compare import budget_verdict
+
+    return budget_verdict(report["accuracy"])
+
+
+def _verdict(report):
+    budget, accuracy = _budget(report), report["accuracy"]
+    snr = accuracy["output_snr_db"]
+    checks = [
+        (f"top-1 drop {_number(accuracy['top1_drop_pt'], ' pt')}", f"≤ {budget['max_drop']:g} pt",
+         accuracy["top1_drop_pt"] <= budget["max_drop"]),
+        (f"top-1 agreement {_agreement(accuracy)}", f"≥ {_percent(budget['min_agreement'])}",
+         accuracy["top1_agreement"] >= budget["min_agreement"]),
+    ]
+    if budget.get("min_snr_db") is not None:
+        checks.append((f"output SNR {_number(snr, ' dB', 1)}", f"≥ {budget['min_snr_db']:g} dB",
+                       snr is None or snr >= budget["min_snr_db"]))
+    checks.append(("fully int8" if report["fully_int8"] else
+                   f"NOT fully int8: float ops {', '.join(report.get('float_ops', [])) or '?'}", "", True))
+    evaluation = report.get("evaluation")
+    scored = (f"{evaluation['samples']} samples ({evaluation['split']} split of {evaluation['spec']})"
+              if evaluation else f"{accuracy['samples']} samples")
+    items = "".join(f'<li class="{"ok" if good else "bad"}">{"✓" if good else "✗"} {_esc(what)}'
+                    + (f" (budget {_esc(limit)})" if limit else "") + "</li>" for what, limit, good in checks)
+    word = "PASSED" if budget["passed"] else "FAILED"
+    return (f'<div id="verdict" class="verdict {"pass" if budget["passed"] else "fail"}"><b>{word}</b> '
+            f"the accuracy budgets, scored on {_esc(scored)}<ul>{items}</ul></div>")
+
+
+def _key_rows(report):
+    """(what, float, quantized, change) rows, already HTML."""
+    accuracy, latency = report["accuracy"], report["latency_ms"]
+    int8_bytes = report["model"]["bytes"]
+    float_bytes = (report.get("reference_model") or {}).get("bytes")
+    rows = [("size", _kib(float_bytes), _kib(int8_bytes),
+             f"{float_bytes / int8_bytes:.1f}× smaller" if float_bytes else "—"),
+            ("top-1", _percent(accuracy["reference_top1"]), _percent(accuracy["quantized_top1"]),
+             f"{-accuracy['top1_drop_pt']:+.2f} pt"),
+            ("agreement with float", "", _agreement(accuracy), ""),
+            ("output SNR vs float", "", _number(accuracy["output_snr_db"], " dB", 1), "")]
+    reference_p50 = (latency.get("reference") or {}).get("p50")
+    quantized_p50 = latency["quantized"]["p50"]
+    rows.append((f"latency p50 ({latency['threads']} threads, host)", _number(reference_p50, " ms", 3),
+                 _number(quantized_p50, " ms", 3),
+                 f"{reference_p50 / quantized_p50:.2f}× faster" if reference_p50 and quantized_p50 else "—"))
+    return [tuple(_esc(cell) for cell in row) for row in rows]
+
+
+def _worst_layers(layers):
+    if not layers:
+        return "<p>No layer matched.</p>"
+    ranked = sorted(layers, key=lambda l: math.inf if l["snr_db"] is None else l["snr_db"])[:WORST_LAYERS]
+    return _layer_table(ranked)
+
+
+def _layer_table(layers):
+    return _table(["layer", "op", "SNR", "RMSE", "scale"],
+                  [(l["name"], l["op"], _number(l["snr_db"], " dB", 1), _number(l["rmse"], "", 5),
+                    _number(l.get("scale"), "", 6)) for l in layers])
+
+
+def _targets(report):
+    targets = report.get("targets")
+    if not targets:
+        return "<p>No delegate verdicts in this report (see <code>edge-attn compat MODEL --delegate gpu</code>).</p>"
+    rows = [(_esc(t["delegate"]), _esc(t["summary"]),
+             "<small>" + "<br>".join(_esc(w) for w in t.get("warnings") or []) + "</small>") for t in targets]
+    rules = next((t.get("rules_from") for t in targets if t.get("rules_from")), None)
+    return (_table(["delegate", "verdict", "notes"], rows, raw=True)
+            + (f"<p>Rules from {_esc(rules)}; a device can still refuse ops: "
+               "measure with <code>edge-attn bench --device PROFILE</code>.</p>" if rules else ""))
+
+
+def _summary_rows(report):
+    accuracy, model, latency = report["accuracy"], report["model"], report["latency_ms"]
+    rows = [
         ("recipe", report["recipe"]),
         ("model", model["path"]),
         ("size", f"{model['bytes']:,} bytes ({model['bytes'] / 1024:.1f} KiB)"),
@@ -115,53 +261,30 @@ def render_html(report):
         ("output SNR", _number(accuracy["output_snr_db"], " dB", 1)),
     ]
     if "output_max_abs_err" in accuracy:
-        summary.append(("output max |error|", _number(accuracy["output_max_abs_err"], "", 4)))
-    summary += [
+        rows.append(("output max |error|", _number(accuracy["output_max_abs_err"], "", 4)))
+    rows += [
         ("latency threads", latency["threads"]),
-        ("float latency p50", _number(latency["reference"]["p50"], " ms", 3)),
+        ("float latency p50", _number((latency.get("reference") or {}).get("p50"), " ms", 3)),
         ("quantized latency p50", _number(latency["quantized"]["p50"], " ms", 3)),
     ]
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>edge_attn report: {_esc(report['recipe'])}</title>",
-        f"<style>{_STYLE}</style></head><body>",
-        f"<h1>edge_attn report: {_esc(report['recipe'])}</h1>",
-        "<h2>Summary</h2>",
-        _table(["", "value"], summary),
-        "<h2>Accuracy and size</h2>",
-        _img(_accuracy_size_chart(report), "float vs quantized top-1 and model size"),
-    ]
-    if report.get("comparisons"):
-        parts.append(_table(["recipe", "bytes", "top-1", "agreement", "output SNR", "p50"],
-                            [(r["recipe"], _number(r["bytes"], "", 0), _percent(r["top1"]), _percent(r["agreement"]),
-                              _number(r["snr_db"], " dB", 1), _number(r["p50"], " ms", 3))
-                             for r in _recipe_rows(report)]))
-    parts.append("<h2>Per-layer error</h2>")
-    layers = report["layers"]
-    if layers:
-        parts.append(_img(_layer_snr_chart(layers), "per-layer SNR"))
-        parts.append(_table(["layer", "op", "RMSE", "SNR", "scale"],
-                            [(l["name"], l["op"], _number(l["rmse"], "", 5), _number(l["snr_db"], " dB", 1),
-                              _number(l.get("scale"), "", 6)) for l in layers]))
-    else:
-        parts.append("<p>No TFLite tensor was matched to a layer of the float model.</p>")
-    counts = collections.Counter(report["ops"])
-    parts += [f"<h2>Ops ({len(report['ops'])})</h2>",
-              _table(["op", "count"], [(op, count) for op, count in counts.items()]),
-              "</body></html>"]
-    return "\n".join(parts) + "\n"
+    return rows
 
 
 def _esc(value):
     return html.escape(str(value))
 
 
-def _table(header, rows):
-    head = "".join(f"<th>{_esc(h)}</th>" for h in header)
+def _table(header, rows, raw=False):
+    """An HTML table; cells are escaped unless ``raw`` (already HTML). Numeric-looking cells align right."""
+    head = "".join(f"<th>{h if raw else _esc(h)}</th>" for h in header)
     body = "".join(
-        "<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
+        "<tr>" + "".join(f"<td{_align(c)}>{c if raw else _esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _align(cell):
+    text = str(cell).lstrip("+−-")
+    return ' class="num"' if text[:1].isdigit() else ""
 
 
 def _number(value, unit="", digits=2):
@@ -170,6 +293,10 @@ def _number(value, unit="", digits=2):
     if not math.isfinite(value):
         return ("∞" if value > 0 else "−∞") + unit
     return f"{value:,.{digits}f}{unit}"
+
+
+def _kib(size):
+    return "—" if size is None else f"{size / 1024:,.1f} KiB"
 
 
 def _percent(fraction):
@@ -219,36 +346,71 @@ def _recipe_rows(report):
     return rows
 
 
-def _accuracy_size_chart(report):
+def _hbars(axes, labels, values, colors, fmt):
+    positions = np.arange(len(labels))
+    bars = axes.barh(positions, values, color=colors)
+    axes.bar_label(bars, labels=[fmt(v) for v in values], padding=3)
+    axes.set_yticks(positions, labels)
+    axes.invert_yaxis()
+    axes.margins(x=0.25)
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
+
+
+def _size_chart(report):
+    """Horizontal bars: the float (f32 TFLite) model beside each quantized one, in KiB."""
     rows = _recipe_rows(report)
-    figure = _figure(9, 3.2)
-    top1_axes, size_axes = figure.subplots(1, 2)
-    labels = ["float reference"] + [r["recipe"] for r in rows]
+    float_bytes = (report.get("reference_model") or {}).get("bytes")
+    labels = (["float (f32)"] if float_bytes else []) + [r["recipe"] for r in rows]
+    sizes = ([float_bytes / 1024] if float_bytes else []) + [(r["bytes"] or 0) / 1024 for r in rows]
+    figure = _figure(4.2, 0.45 * len(labels) + 0.8)
+    axes = figure.subplots()
+    _hbars(axes, labels, sizes, (["#999"] if float_bytes else []) + ["#2a7ab0"] * len(rows), lambda v: f"{v:,.0f} KiB")
+    axes.set_xlabel("model size (KiB)")
+    return _png(figure)
+
+
+def _latency_figure(latency):
+    reference = latency.get("reference") or {}
+    quantized = latency["quantized"]
+    labels, p50, colors = [], [], []
+    if reference.get("p50") is not None:
+        labels.append("float (f32)"), p50.append(reference["p50"]), colors.append("#999")
+    labels.append("quantized"), p50.append(quantized["p50"]), colors.append("#2a7ab0")
+    figure = _figure(4.6, 0.45 * len(labels) + 0.8)
+    axes = figure.subplots()
+    _hbars(axes, labels, p50, colors, lambda v: f"{v:.3g} ms")
+    axes.set_xlabel(f"p50 ms per inference, host, {latency['threads']} threads")
+    return _img(_png(figure), "latency p50, float vs quantized")
+
+
+def _accuracy_chart(report):
+    rows = _recipe_rows(report)
+    labels = ["float"] + [r["recipe"] for r in rows]
     top1 = [100 * (t or 0) for t in [report["accuracy"]["reference_top1"]] + [r["top1"] for r in rows]]
-    bars = top1_axes.bar(labels, top1, color=["#888"] + ["#2a7ab0"] * len(rows))
-    top1_axes.bar_label(bars, fmt="%.1f")
-    top1_axes.set_ylabel("top-1 (%)")
-    top1_axes.set_ylim(0, 110)  # room for the value labels
-    top1_axes.set_title("top-1 accuracy")
-    bars = size_axes.bar([r["recipe"] for r in rows], [(r["bytes"] or 0) / 1024 for r in rows], color="#2a7ab0")
-    size_axes.bar_label(bars, fmt="%.1f")
-    size_axes.set_ylabel("KiB")
-    size_axes.margins(y=0.15)
-    size_axes.set_title("model size")
-    for axes in (top1_axes, size_axes):
-        axes.tick_params(axis="x", labelrotation=20)
+    figure = _figure(4.6, 0.45 * len(labels) + 0.8)
+    axes = figure.subplots()
+    _hbars(axes, labels, top1, ["#999"] + ["#2a7ab0"] * len(rows), lambda v: f"{v:.2f}%")
+    axes.set_xlabel("top-1 (%)")
     return _png(figure)
 
 
 def _layer_snr_chart(layers):
-    figure = _figure(8, max(2.0, 0.22 * len(layers) + 1.0))
+    """One compact strip: SNR per matched layer in graph order (a fixed height, whatever the depth), the
+    worst three in red."""
+    snr = np.array([l["snr_db"] if l["snr_db"] is not None and math.isfinite(l["snr_db"]) else np.nan
+                    for l in layers], float)
+    figure = _figure(9, 2.4)
     axes = figure.subplots()
-    snr = [l["snr_db"] if l["snr_db"] is not None and math.isfinite(l["snr_db"]) else np.nan for l in layers]
     positions = np.arange(len(layers))
-    axes.bar_label(axes.barh(positions, snr, color="#2a7ab0"), fmt="%.1f", fontsize=7)
-    axes.set_yticks(positions, [l["name"] for l in layers], fontsize=7)
-    axes.invert_yaxis()  # graph order from the top
-    axes.margins(x=0.08)
-    axes.set_xlabel("SNR vs float (dB); no bar: infinite, see the table")
-    axes.set_title("per-layer SNR")
+    finite = np.nan_to_num(snr, nan=np.nanmax(snr) if np.isfinite(snr).any() else 0.0)
+    axes.bar(positions, finite, color=np.where(np.isnan(snr), "#ccc", "#2a7ab0"), width=0.8)
+    for index in np.argsort(finite)[:3]:
+        axes.bar(index, finite[index], color="#c0392b", width=0.8)
+    axes.set_xlim(-1, len(layers))
+    axes.set_xlabel(f"{len(layers)} matched layers, graph order (red: the 3 worst, named in the table above; "
+                    "grey: bit-exact, infinite SNR)")
+    axes.set_ylabel("SNR (dB)")
+    for side in ("top", "right"):
+        axes.spines[side].set_visible(False)
     return _png(figure)
