@@ -10,21 +10,32 @@ import numpy as np
 from edge_attn.errors import BadInput
 from edge_attn.evaluate.metrics import snr_db
 from edge_attn.litert import make_interpreter, run
+from edge_attn.resources import batch_within
+
+INFERENCE_BYTES = 512 * 1024 * 1024  # float32 activations of one reference batch, roughly
 
 
-def compare(reference_model, tflite_model, x, y):
+def compare(reference_model, tflite_model, x, y, batch_bytes=INFERENCE_BYTES):
     """Run the float Keras ``reference_model`` and ``tflite_model`` (bytes or path) on ``x``; score against ``y``.
 
-    ``y`` holds integer class labels. Returns the dict described in :func:`accuracy_from_outputs`.
+    ``x`` is an array or a lazy :class:`edge_attn.data.Samples`, read a batch at a time (the batch sized
+    from the model's largest activation so a forward pass stays within ``batch_bytes``); only the
+    outputs are kept. ``y`` holds integer class labels. Returns the dict described in
+    :func:`accuracy_from_outputs`.
     """
-    x = np.asarray(x)
-    y = _labels(y, len(x))
+    shape = tuple(getattr(x, "shape", np.shape(x)))
+    y = _labels(y, shape[0] if shape else 0)
     expected = tuple(reference_model.input_shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise BadInput("input data", f"samples have shape {tuple(x.shape[1:])}, the reference expects {expected}")
-    reference_out = reference_model.predict(x, batch_size=64, verbose=0)
-    quantized_out = run(make_interpreter(tflite_model), x)
-    return accuracy_from_outputs(reference_out, quantized_out, y)
+    if shape[1:] != expected:
+        raise BadInput("input data", f"samples have shape {shape[1:]}, the reference expects {expected}")
+    interpreter = make_interpreter(tflite_model)
+    batch = batch_within(reference_model, batch_bytes)
+    reference_out, quantized_out = [], []
+    for start in range(0, len(x), batch):
+        samples = np.asarray(x[start:start + batch], np.float32)
+        reference_out.append(np.asarray(reference_model(samples, training=False)))
+        quantized_out.append(run(interpreter, samples))
+    return accuracy_from_outputs(np.concatenate(reference_out), np.concatenate(quantized_out), y)
 
 
 def accuracy_from_outputs(reference_out, quantized_out, y):
