@@ -10,9 +10,14 @@ In one process, for ``resnet50``, ``se_resnet50`` and ``cbam_resnet50`` (random 
   ``quantize_static`` (QDQ, per-channel, same calibration samples), run in onnxruntime;
 * conversion wall time and peak RSS of the edge_attn int8 conversion, in a child process per model.
 
-Models are measured interleaved in rounds (every model once per round) so machine drift hits all alike;
-each reported number is the median of the per-round medians. It prints a table of ratios and writes the
-raw numbers as JSON. ``--op-profile`` adds where the time goes in each int8 model at the largest thread
+Models are measured interleaved in rounds (every model once per round) so machine drift hits all alike.
+Each number is the median of all its runs with a 95% bootstrap interval (:mod:`benchmarks.stats`); every
+per-run time is kept in the JSON. When one measurement's rounds disagree by more than ``--max-spread``
+((max - min) / median of the per-round medians) the run was contended and the ratios are withheld —
+printed as such, recorded with the reason — rather than reported. The JSON carries the machine record
+(:mod:`benchmarks.machine`: CPU model, int8 ISA flags, runtime versions, threads, load average before
+and after) and the issue-14 targets, each with its measured ratio and, where missed, the int8 ISA
+extensions this machine lacks (read from its flags). ``--op-profile`` adds where the time goes in each int8 model at the largest thread
 count: every operator timed on its own (:mod:`edge_attn.evaluate.op_profile`), summed per op type, and
 the attention ops' share. Needs the ``bench`` extra (``pip install -e ".[bench]"``). Not a test: timings on
 shared machines are noisy, so only ratios measured side by side mean anything.
@@ -23,7 +28,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import re
 import resource
 import statistics
@@ -33,10 +37,21 @@ import time
 
 import numpy as np
 
+from benchmarks.machine import load_average, machine_record
+from benchmarks.stats import median_ci, ratio_ci, round_spread
 from edge_attn.runners.timing import time_runs  # the timing loop edge_attn's runners use
 
 MODELS = ("resnet50", "se_resnet50", "cbam_resnet50")
 CALIBRATION_SAMPLES = 8
+MAX_SPREAD = 0.10  # rounds of one measurement may disagree by this fraction before ratios are withheld
+# Issue 14's targets for int8 hardware (VNNI/AMX x86 or ARM dot product), 2 threads, at 224x224:
+# (name, row field, "min" or "max", bound, models it applies to).
+TARGETS = (
+    ("int8/f32 speed-up", "int8_speedup_vs_f32", "min", 7.0, MODELS),
+    ("int8 se_resnet50 / int8 resnet50", "int8_vs_plain_int8", "max", 1.03, ("se_resnet50",)),
+    ("int8 cbam_resnet50 / int8 resnet50", "int8_vs_plain_int8", "max", 1.08, ("cbam_resnet50",)),
+    ("edge_attn int8 / ONNX Runtime int8", "edge_attn_int8_vs_ort_int8", "max", 0.95, MODELS),
+)
 
 
 def _samples(size, count=CALIBRATION_SAMPLES):
@@ -119,16 +134,64 @@ def _ort_runner(path, threads, size):
     return lambda: session.run(None, feed)
 
 
-def _interleaved_p50(runners, runs, rounds=5, warmup=3):
-    """Median over rounds of each runner's median latency (ms); every runner runs once per round."""
+def _interleaved_runs(runners, runs, rounds=5, warmup=3):
+    """Per runner, its run times (ms) per round; every runner runs ``runs // rounds`` times per round."""
     for run in runners.values():
         time_runs(run, warmup, 0, deadline=math.inf)
     per_round = {key: [] for key in runners}
     per_run = max(1, runs // rounds)
     for _ in range(rounds):
         for key, run in runners.items():
-            per_round[key].append(statistics.median(time_runs(run, 0, per_run, deadline=math.inf)))
-    return {key: statistics.median(values) for key, values in per_round.items()}
+            per_round[key].append(list(time_runs(run, 0, per_run, deadline=math.inf)))
+    return per_round
+
+
+def summarize(rounds):
+    """Median with bootstrap interval over all runs, per-round medians and their spread."""
+    everything = [t for one in rounds for t in one]
+    medians = [statistics.median(one) for one in rounds]
+    return {**median_ci(everything), "round_medians": medians, "spread": round_spread(medians), "runs_ms": rounds}
+
+
+def rows_from(latency, max_spread):
+    """One row per (threads, model) with medians, ratios and their intervals; ratios None when withheld."""
+    rows = []
+    for threads, measured in latency.items():
+        def runs(key):
+            return [t for one in measured[key]["runs_ms"] for t in one]
+
+        for name in MODELS:
+            keys = {k: f"{name}/{k}" for k in ("litert_int8", "litert_f32", "ort_int8")}
+            involved = [*keys.values(), "resnet50/litert_int8"]
+            noisy = {key: round(measured[key]["spread"], 3) for key in involved if measured[key]["spread"] > max_spread}
+            row = {"threads": threads, "model": name,
+                   "int8_ms": measured[keys["litert_int8"]]["median"], "f32_ms": measured[keys["litert_f32"]]["median"],
+                   "ort_int8_ms": measured[keys["ort_int8"]]["median"], "withheld": noisy or None}
+            ratios = {"int8_speedup_vs_f32": (keys["litert_f32"], keys["litert_int8"]),
+                      "int8_vs_plain_int8": (keys["litert_int8"], "resnet50/litert_int8"),
+                      "edge_attn_int8_vs_ort_int8": (keys["litert_int8"], keys["ort_int8"])}
+            for field, (top, bottom) in ratios.items():
+                interval = ratio_ci(runs(top), runs(bottom))
+                row[field] = None if noisy else interval["ratio"]
+                row[field + "_ci"] = None if noisy else [interval["low"], interval["high"]]
+            rows.append(row)
+    return rows
+
+
+def check_targets(rows, cpu, threads=2):
+    """Each issue-14 target per model at ``threads``: measured, met, and the int8 ISA lacked where missed."""
+    results = []
+    for name, field, kind, bound, models in TARGETS:
+        for row in rows:
+            if row["threads"] != threads or row["model"] not in models:
+                continue
+            value = row[field]
+            met = None if value is None else (value >= bound if kind == "min" else value <= bound)
+            results.append({"target": f"{name} {'>=' if kind == 'min' else '<='} {bound}", "model": row["model"],
+                            "measured": value, "met": met,
+                            "isa_lacking": cpu["lacking"] if met is False else [],
+                            "note": "ratios withheld: rounds disagreed" if value is None else None})
+    return results
 
 
 def _op_profiles(workdir, threads):
@@ -155,10 +218,14 @@ def main(argv=None):
     parser.add_argument("--runs", type=int, default=30, help="timed runs per model and thread count")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--size", type=int, default=224, help="input height and width")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds the runs are split into")
+    parser.add_argument("--max-spread", type=float, default=MAX_SPREAD,
+                        help="withhold ratios when a measurement's round medians differ by more than this fraction")
     parser.add_argument("--op-profile", action="store_true", help="time every op of the int8 models on its own")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "latency.json"))
     args = parser.parse_args(argv)
 
+    machine = machine_record(args.threads)
     workdir = tempfile.mkdtemp(prefix="edge_attn_bench_")
     conversion = {}
     for name in MODELS:
@@ -180,35 +247,41 @@ def main(argv=None):
             runners[(name, "litert_int8")] = _litert_runner(os.path.join(workdir, f"{name}_int8.tflite"), threads)
             runners[(name, "litert_f32")] = _litert_runner(f32, threads)
             runners[(name, "ort_int8")] = _ort_runner(onnx_int8, threads, args.size)
-        p50 = _interleaved_p50(runners, args.runs)
-        latency[threads] = {f"{name}/{kind}": ms for (name, kind), ms in p50.items()}
+        measured = _interleaved_runs(runners, args.runs, rounds=args.rounds)
+        latency[threads] = {f"{name}/{kind}": summarize(r) for (name, kind), r in measured.items()}
+    machine["load_average_after"] = load_average()
 
-    rows = []
-    for threads, p50 in latency.items():
-        for name in MODELS:
-            int8, f32, ort = (p50[f"{name}/{k}"] for k in ("litert_int8", "litert_f32", "ort_int8"))
-            rows.append({"threads": threads, "model": name, "int8_ms": int8, "f32_ms": f32, "ort_int8_ms": ort,
-                         "int8_speedup_vs_f32": f32 / int8,
-                         "int8_vs_plain_int8": int8 / p50["resnet50/litert_int8"],
-                         "edge_attn_int8_vs_ort_int8": int8 / ort})
+    rows = rows_from(latency, args.max_spread)
     header = f"{'thr':>3}  {'model':<14} {'int8 ms':>8} {'f32 ms':>8} {'ORT int8':>8}  {'f32/int8':>8}  {'/plain':>6}  {'/ORT':>5}"
     print(header)
     for r in rows:
-        print(f"{r['threads']:>3}  {r['model']:<14} {r['int8_ms']:>8.2f} {r['f32_ms']:>8.2f} {r['ort_int8_ms']:>8.2f}"
-              f"  {r['int8_speedup_vs_f32']:>7.2f}x  {r['int8_vs_plain_int8']:>6.3f}  {r['edge_attn_int8_vs_ort_int8']:>5.2f}")
+        times = f"{r['threads']:>3}  {r['model']:<14} {r['int8_ms']:>8.2f} {r['f32_ms']:>8.2f} {r['ort_int8_ms']:>8.2f}"
+        if r["withheld"]:
+            print(times + "  ratios withheld: rounds disagree by " +
+                  ", ".join(f"{100 * v:.0f}% ({k})" for k, v in r["withheld"].items()) +
+                  f" > {100 * args.max_spread:.0f}%")
+            continue
+        print(times + f"  {r['int8_speedup_vs_f32']:>7.2f}x  {r['int8_vs_plain_int8']:>6.3f}"
+                      f"  {r['edge_attn_int8_vs_ort_int8']:>5.2f}")
     for name, c in conversion.items():
         print(f"conversion {name}: {c['seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB")
+    cpu = machine["cpu"]
+    print(f"machine: {cpu['model']} ({cpu['architecture']}), {machine['cpus']} CPUs; int8 ISA: " +
+          ", ".join(flag for flag, here in cpu["int8_isa"].items() if here) + "; lacking: " +
+          (", ".join(cpu["lacking"]) or "nothing") +
+          f"; load {machine['load_average_before']} -> {machine['load_average_after']}")
+    target_threads = 2 if 2 in args.threads else max(args.threads)
+    targets = check_targets(rows, cpu, target_threads)
+    for t in targets:
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        value = "-" if t["measured"] is None else f"{t['measured']:.2f}"
+        lacking = f" (this machine lacks {', '.join(t['isa_lacking'])})" if t["isa_lacking"] else ""
+        print(f"target {t['target']:<45} {t['model']:<14} {value:>6}  {verdict}{lacking}")
     profiles = _op_profiles(workdir, max(args.threads)) if args.op_profile else {}
-    import onnxruntime
-    from edge_attn._keras import tf
-    from edge_attn.litert import Interpreter
-
-    result = {"machine": {"processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-                          "python": platform.python_version()},
-              "versions": {"tensorflow": tf.__version__, "onnxruntime": onnxruntime.__version__,
-                           "litert": Interpreter.__module__},
-              "date": time.strftime("%Y-%m-%d"), "runs": args.runs, "size": args.size,
-              "rows": rows, "conversion": conversion, "op_profiles": profiles}
+    result = {"machine": machine, "date": time.strftime("%Y-%m-%d %H:%M"), "runs": args.runs, "rounds": args.rounds,
+              "size": args.size, "max_spread": args.max_spread, "rows": rows, "targets": targets,
+              "latency": {str(threads): measured for threads, measured in latency.items()},
+              "conversion": conversion, "op_profiles": profiles}
     with open(args.out, "w") as f:
         json.dump(result, f, indent=2)
     print(f"wrote {args.out}")

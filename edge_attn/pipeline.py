@@ -21,6 +21,7 @@ from edge_attn.failures import model_failure
 
 DEFAULT_FLOAT_EPOCHS = 15
 FLOAT_LEARNING_RATE = 3e-3
+FLOAT_BATCH_SIZE = 32
 LAYER_SAMPLES = 64  # samples for per-layer error: enough for stable RMSE, bounded memory
 
 
@@ -85,6 +86,7 @@ def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=D
         _seed_everything(seed)
         with strategy.scope():
             model = build()
+        _require_memory_for(model, float_epochs)
         history = train_float(model, data, epochs=float_epochs, seed=seed, progress=progress, strategy=strategy)
         if is_distributed(strategy):
             model = _undistributed_copy(model, build)
@@ -96,6 +98,7 @@ def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=D
     if input_shape is not None:
         raise BadInput("--input-shape", "only applies to registry models; a saved model has its own input shape")
     model = load_keras_model(model_spec, trust_model_code=trust_model_code)
+    _require_memory_for(model, 0)
     data = load_data(data_spec, input_shape=tuple(model.input_shape[1:]))
     _check_classes(model, data, data_spec, model_spec)
     return Reference(model, data, model_spec, None, trust_model_code)
@@ -116,11 +119,21 @@ def _check_classes(model, data, data_spec, what):
         raise BadInput(data_spec, f"has {data.num_classes} classes but {what} outputs {outputs}")
 
 
+def _require_memory_for(model, float_epochs):
+    """A one-line BadInput instead of the OOM killer: one inference sample must fit, and the float
+    training batch when there is training."""
+    from edge_attn.resources import require_memory
+    require_memory(model, 1, training=False, what="inference", fix="use a smaller --input-shape")
+    if float_epochs > 0:
+        require_memory(model, FLOAT_BATCH_SIZE, training=True, what="float training",
+                       fix="use a smaller --input-shape, or --float-epochs 0 to keep the random init")
+
+
 def train_float(model, data, *, epochs, seed=0, progress=True, strategy=None):
     from edge_attn.training import fit
 
     history = fit(model, data, epochs=epochs, learning_rate=FLOAT_LEARNING_RATE, schedule="cosine",
-                  seed=seed, progress=progress, desc="float", strategy=strategy)
+                  batch_size=FLOAT_BATCH_SIZE, seed=seed, progress=progress, desc="float", strategy=strategy)
     return history.to_dict()
 
 
@@ -221,9 +234,9 @@ def check(reference_model, layer_reference, tflite, data, *, threads=2, runs=50,
     from edge_attn.evaluate.per_layer import layer_errors
     from edge_attn.evaluate.samples import split_arrays
 
-    x, y = split_arrays(data, split)
+    x, y = split_arrays(data, split)  # lazy: both read a batch (per-layer: a sample) at a time
     accuracy = compare(reference_model, tflite, x, y)
-    layers = layer_errors(layer_reference, tflite, x[:LAYER_SAMPLES])
+    layers = layer_errors(layer_reference, tflite, x.head(LAYER_SAMPLES) if hasattr(x, "head") else x[:LAYER_SAMPLES])
     latency = {"threads": threads, "quantized": measure_latency(tflite, runs=runs, threads=threads)}
     if reference_tflite is not None:
         latency["reference"] = measure_latency(reference_tflite, runs=runs, threads=threads)
@@ -386,6 +399,9 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
     from edge_attn.distribute import check_strategy_name, cluster_task, create_strategy
     from edge_attn.models import is_registered
 
+    from edge_attn.resources import available_memory
+
+    memory_at_start = available_memory()
     recipe = load_recipe(recipe_spec)  # bad recipes fail before any training
     task = cluster_task() if check_strategy_name(strategy) == "multi-worker" else None
     settings = fingerprint(model=model_spec if isinstance(model_spec, str) else f"<in-memory {model_spec.name}>", recipe=recipe, data=data_spec, seed=seed, input_shape=input_shape,
@@ -410,10 +426,20 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
         from edge_attn.evaluate.parity import qat_parity
 
         report["qat_parity"] = qat_parity(quantized.fake_quant, quantized.tflite, reference.data.x_eval, layers)
+    report["resources"] = _resources(memory_at_start)
     with staged_outputs(out_dir) as staging:
         write_run(staging, reference, quantized, report)
     checkpoints.finish()  # complete: nothing left to resume
     return report
+
+
+def _resources(memory_at_start):
+    """``report.json``'s ``resources``: this run's peak resident memory (itself, and its largest child,
+    e.g. a LiteRT probe) and the memory that was available when it started, in MiB."""
+    from edge_attn.resources import MB, peak_rss
+
+    return {**peak_rss(), "available_at_start_mb": None if memory_at_start is None else round(memory_at_start / MB),
+            "cpus": os.cpu_count()}
 
 
 def _seed_everything(seed):

@@ -75,7 +75,7 @@ def test_digits_default_shape_range_and_stratified_split(digits16, raw_digits):
     assert np.array_equal(np.bincount(y, minlength=10), per_class)
     assert ds.info["scaling"] == "x / 16 -> [0, 1]" and "bilinear 8x8 -> 16x16" in ds.info["resize"]
     assert ds.info["split"]["train"] == len(ds.y_train) and ds.info["split"]["eval"] == 359
-    assert not ds.x_train.flags.writeable
+    assert not ds.x_train[:4].flags.writeable and not ds.x_train[0].flags.writeable
 
 
 def test_digits_at_8x8_are_the_raw_images_over_16(digits8, raw_digits):
@@ -88,17 +88,18 @@ def test_digits_at_8x8_are_the_raw_images_over_16(digits8, raw_digits):
 def test_digits_resize_matches_bilinear_and_keeps_the_mean(digits8, digits16):
     # the split depends only on the labels and the seed, so both loads list the same images in order
     assert np.array_equal(digits8.y_train, digits16.y_train)
-    reference = bilinear_reference(digits8.x_train.astype(np.float64), 16, 16)
+    reference = bilinear_reference(np.asarray(digits8.x_train, np.float64), 16, 16)
     np.testing.assert_allclose(digits16.x_train, reference, atol=1e-6)
     # a x2 enlargement weights every source pixel equally: the mean intensity is unchanged
-    np.testing.assert_allclose(digits16.x_train.mean(axis=(1, 2, 3)), digits8.x_train.mean(axis=(1, 2, 3)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(digits16.x_train).mean(axis=(1, 2, 3)),
+                               np.asarray(digits8.x_train).mean(axis=(1, 2, 3)), atol=1e-6)
 
 
 def test_digits_odd_size_and_three_channels(digits8):
     ds = load_data("digits", (12, 20, 3))
     assert ds.x_eval.shape[1:] == (12, 20, 3)
     assert np.array_equal(ds.x_eval[..., 0], ds.x_eval[..., 2])
-    reference = bilinear_reference(digits8.x_eval.astype(np.float64), 12, 20)[..., 0]
+    reference = bilinear_reference(np.asarray(digits8.x_eval, np.float64), 12, 20)[..., 0]
     np.testing.assert_allclose(ds.x_eval[..., 1], reference, atol=1e-6)
 
 

@@ -47,6 +47,7 @@ from edge_attn._keras import tf
 from edge_attn.atomic import write_bytes
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.errors import BadInput
+from edge_attn.resources import release_free_memory
 
 _IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
 # The op types TFLite's converter itself treats as "this model was quantization-aware trained".
@@ -88,12 +89,17 @@ def convert_model(model, recipe, representative=None, *, name=None):
         try:
             with _redirect_native_output(native_log):
                 data = bytes(converter.convert())
+        except BadInput:  # a representative sample refused while the converter read it
+            raise
         except Exception as e:
             native_log.seek(0)
             log = native_log.read().decode("utf-8", "replace").strip()
             if log:
                 e.add_note(f"converter output:\n{log}")
             raise BadInput(what, f"conversion with recipe {recipe.name!r} failed: {_describe_failure(e)}") from e
+        finally:
+            del converter
+            release_free_memory()  # the converter's transient copies of the graph, back to the OS
 
     if recipe.quantization == "int8" and not recipe.allow_float_ops:
         info = inspect_tflite(data)
@@ -141,21 +147,44 @@ def _check_model_matches_recipe(recipe, quantize_aware, what):
 
 
 def _take_samples(representative, recipe, function):
-    """The first ``calibration_samples`` representative batches as float32 arrays, shape-checked."""
+    """The first ``calibration_samples`` representative batches as float32 arrays, shape-checked.
+
+    A re-iterable ``representative`` (a list, :meth:`edge_attn.data.DataSet.representative`) stays lazy:
+    samples are read and checked as the converter asks for them, never all held at once. A one-shot
+    iterator (a generator) is read into a list, since the converter may iterate more than once.
+    """
     expected = tuple(function.inputs[0].shape)
-    samples = []
-    for i, sample in enumerate(itertools.islice(representative, recipe.calibration_samples)):
-        try:
-            array = np.asarray(sample, dtype=np.float32)
-        except (TypeError, ValueError) as e:
-            raise BadInput("representative data", f"sample {i} is not a float array: {e}") from e
-        if array.shape != expected:
-            raise BadInput("representative data", f"sample {i} has shape {array.shape}, expected {expected} "
-                                                  f"(batches of {recipe.batch_size})")
-        samples.append(array)
-    if not samples:
+    count = recipe.calibration_samples
+
+    def checked(samples):
+        for i, sample in enumerate(itertools.islice(samples, count)):
+            try:
+                array = np.asarray(sample, dtype=np.float32)
+            except (TypeError, ValueError) as e:
+                raise BadInput("representative data", f"sample {i} is not a float array: {e}") from e
+            if array.shape != expected:
+                raise BadInput("representative data", f"sample {i} has shape {array.shape}, expected {expected} "
+                                                      f"(batches of {recipe.batch_size})")
+            yield array
+
+    if iter(representative) is representative:  # one pass only: keep what it yields
+        samples = list(checked(representative))
+    else:
+        samples = _Reiterable(lambda: checked(representative))
+        next(iter(samples), None)  # a bad first sample fails here, before the converter runs
+    if not any(True for _ in itertools.islice(iter(samples), 1)):
         raise BadInput("representative data", "no samples")
     return samples
+
+
+class _Reiterable:
+    """Calls ``make()`` for a fresh iterator on every iteration."""
+
+    def __init__(self, make):
+        self._make = make
+
+    def __iter__(self):
+        return self._make()
 
 
 def _configure(converter, recipe, samples):

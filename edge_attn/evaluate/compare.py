@@ -13,42 +13,60 @@ import numpy as np
 from edge_attn.errors import BadInput
 from edge_attn.evaluate.metrics import snr_db
 from edge_attn.litert import make_interpreter, run
+from edge_attn.resources import batch_within
+
+INFERENCE_BYTES = 512 * 1024 * 1024  # float32 activations of one reference batch, roughly
 
 
-def compare(reference_model, tflite_model, x, y, run_quantized=None):
+def compare(reference_model, tflite_model, x, y, run_quantized=None, batch_bytes=INFERENCE_BYTES):
     """Run the float Keras ``reference_model`` and ``tflite_model`` (bytes or path) on ``x``; score against ``y``.
 
-    ``y`` holds integer class labels. Returns the dict described in :func:`accuracy_from_outputs`, plus
-    ``compared_on``: "outputs", or "logits" for a model ending in a softmax/sigmoid (:mod:`edge_attn.heads`):
-    then both sides are the head's input, the TFLite one read from the deployed flatbuffer itself, and
-    ``head``. ``run_quantized(model, x)`` computes the TFLite outputs; ``model`` is ``tflite_model`` or, for
-    the logits, the path of a temporary .tflite (device runners copy files). None: LiteRT in this process
-    (a device's runner, e.g. ``SshRunner.run_outputs``, computes them on the device).
+    ``x`` is an array or a lazy :class:`edge_attn.data.Samples`, read a batch at a time (the batch sized
+    from the model's largest activation so a forward pass stays within ``batch_bytes``); only the outputs
+    are kept. ``y`` holds integer class labels. Returns the dict described in :func:`accuracy_from_outputs`,
+    plus ``compared_on``: "outputs", or "logits" for a model ending in a softmax/sigmoid
+    (:mod:`edge_attn.heads`): then both sides are the head's input, the TFLite one read from the deployed
+    flatbuffer itself, and ``head``. ``run_quantized(model, x)`` computes the TFLite outputs of all of ``x``
+    at once; ``model`` is ``tflite_model`` or, for the logits, the path of a temporary .tflite (device
+    runners copy files). None: LiteRT in this process, batch by batch (a device's runner, e.g.
+    ``SshRunner.run_outputs``, computes them on the device).
     """
     from edge_attn.convert.inspect import inspect_tflite
     from edge_attn.heads import split_head, tflite_logits_model
 
-    run_quantized = run_quantized or (lambda model, samples: run(make_interpreter(model), samples))
-    x = np.asarray(x)
-    y = _labels(y, len(x))
+    shape = tuple(getattr(x, "shape", np.shape(x)))
+    y = _labels(y, shape[0] if shape else 0)
     expected = tuple(reference_model.input_shape[1:])
-    if tuple(x.shape[1:]) != expected:
-        raise BadInput("input data", f"samples have shape {tuple(x.shape[1:])}, the reference expects {expected}")
+    if shape[1:] != expected:
+        raise BadInput("input data", f"samples have shape {shape[1:]}, the reference expects {expected}")
     reference_logits, head = split_head(reference_model)
     if head is not None:
         tflite_bytes = _read_bytes(tflite_model)
         logits_tflite = tflite_logits_model(tflite_bytes, inspect_tflite(tflite_bytes))
         if logits_tflite is not None:
-            reference_out = reference_logits.predict(x, batch_size=64, verbose=0)
             with tempfile.TemporaryDirectory(prefix="edge_attn_logits_") as folder:
                 logits_path = os.path.join(folder, "logits.tflite")
                 with open(logits_path, "wb") as f:
                     f.write(logits_tflite)
-                quantized_out = run_quantized(logits_path, x)
+                reference_out, quantized_out = _outputs(reference_logits, logits_path, x, run_quantized, batch_bytes)
             return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "logits", "head": head}
-    reference_out = reference_model.predict(x, batch_size=64, verbose=0)
-    quantized_out = run_quantized(tflite_model, x)
+    reference_out, quantized_out = _outputs(reference_model, tflite_model, x, run_quantized, batch_bytes)
     return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "outputs", "head": head}
+
+
+def _outputs(reference_model, tflite_model, x, run_quantized, batch_bytes):
+    """(reference outputs, TFLite outputs) of all of ``x``, the reference a bounded batch at a time."""
+    batch = batch_within(reference_model, batch_bytes)
+    interpreter = make_interpreter(tflite_model) if run_quantized is None else None
+    reference_out, quantized_out = [], []
+    for start in range(0, len(x), batch):
+        samples = np.asarray(x[start:start + batch], np.float32)
+        reference_out.append(np.asarray(reference_model(samples, training=False)))
+        if interpreter is not None:
+            quantized_out.append(run(interpreter, samples))
+    if interpreter is None:
+        quantized_out = [np.asarray(run_quantized(tflite_model, np.asarray(x[:], np.float32)))]
+    return np.concatenate(reference_out), np.concatenate(quantized_out)
 
 
 def _read_bytes(tflite_model):

@@ -11,7 +11,9 @@ import numpy as np
 
 from edge_attn.evaluate.metrics import snr_db
 from edge_attn.heads import split_head, tflite_logits_model
+from edge_attn.evaluate.compare import INFERENCE_BYTES
 from edge_attn.litert import make_interpreter, run
+from edge_attn.resources import batch_within
 
 MIN_SNR_DB = 30.0
 SAMPLES = 128  # enough for a stable SNR; bounded time and memory
@@ -25,7 +27,7 @@ def qat_parity(fake_quant_model, tflite, x, layers):
     x = np.asarray(x[:SAMPLES])
     keras_logits, head = split_head(fake_quant_model)
     deployed = tflite_logits_model(tflite, inspect_tflite(tflite)) if head else None
-    reference = keras_logits.predict(x, batch_size=32, verbose=0)
+    reference = keras_logits.predict(x, batch_size=batch_within(keras_logits, INFERENCE_BYTES), verbose=0)
     converted = run(make_interpreter(deployed or tflite), x)
     snr = snr_db(reference, converted)
     passed = snr is None or snr >= MIN_SNR_DB

@@ -45,42 +45,49 @@ from edge_attn.litert import invoke_sample, make_interpreter, read_float
 
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
 _TFMOT_PREFIX = "quant_"
-_CHUNK = 32  # samples per float-model batch: bounds memory for large activations
+PROBE_BYTES = 256 * 1024 * 1024  # float32 layer outputs of one sample computed at once, at most
 # Layers a converter can fold into their producer without leaving their name on any tensor. Only these
 # can take over a producer's tensor: a conv after a ReLU also has one consumer and the same shape, but it
 # always computes a tensor of its own (which may carry the next layer's name when that one is fused in).
 _TRACELESS_LAYERS = (keras.layers.BatchNormalization, keras.layers.Dropout, keras.layers.ActivityRegularization)
 
 
-def layer_errors(float_model, tflite_model, x_samples):
+def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
     """RMSE and SNR of every matched TFLite op output against the float layer it computes, in graph order.
 
     Returns a list of ``dict(name, op, rmse, snr_db, scale, tensor)``: the Keras layer name, the TFLite
     op type, RMSE and SNR (dB, see :mod:`edge_attn.evaluate.metrics`) over all elements of all
-    ``x_samples``, the tensor's quantization scale (``None`` for a float tensor) and its TFLite name.
+    ``x_samples`` (an array or a lazy :class:`edge_attn.data.Samples`, read one sample at a time), the
+    tensor's quantization scale (``None`` for a float tensor) and its TFLite name.
+
+    Memory is bounded by design, not by the sample count or the number of layers: samples go one at a
+    time; the float layers are computed in groups of consecutive layers whose outputs for one sample fit
+    in ``probe_bytes`` (float32), each group compared with the TFLite tensors of the same invoke.
     """
     interpreter = make_interpreter(tflite_model, preserve_all_tensors=True)
     matches = match_layers(float_model, interpreter)
-    x_samples = np.asarray(x_samples)
     expected = tuple(float_model.input_shape[1:])
-    if len(x_samples) == 0 or tuple(x_samples.shape[1:]) != expected:
-        raise BadInput("input data", f"expected samples of shape {expected}, got {x_samples.shape}")
+    shape = tuple(getattr(x_samples, "shape", np.shape(x_samples)))
+    if len(x_samples) == 0 or shape[1:] != expected:
+        raise BadInput("input data", f"expected samples of shape {expected}, got {shape}")
     if not matches:
         return []
-    probe = keras.Model(float_model.inputs, [m["output"] for m in matches])
+    groups = layer_groups([4 * int(np.prod(m["output"].shape[1:])) for m in matches], probe_bytes)
+    probes = [keras.Model(float_model.inputs, [matches[k]["output"] for k in group]) for group in groups]
     signal = np.zeros(len(matches))
     error = np.zeros(len(matches))
-    for start in range(0, len(x_samples), _CHUNK):
-        chunk = x_samples[start:start + _CHUNK]
-        float_outputs = probe(chunk, training=False)
-        float_outputs = [np.asarray(t, np.float64) for t in (float_outputs if len(matches) > 1 else [float_outputs])]
-        for i, sample in enumerate(chunk):
-            invoke_sample(interpreter, sample)
-            for k, match in enumerate(matches):
-                reference = float_outputs[k][i]
-                quantized = read_float(interpreter, match["detail"])[0].astype(np.float64)
+    for index in range(len(x_samples)):
+        sample = np.asarray(x_samples[index:index + 1], np.float32)
+        invoke_sample(interpreter, sample[0])  # the matched tensors stay readable until the next invoke
+        for group, probe in zip(groups, probes):
+            float_outputs = probe(sample, training=False)
+            float_outputs = float_outputs if len(group) > 1 else [float_outputs]
+            for k, output in zip(group, float_outputs):
+                reference = np.asarray(output[0], np.float64)
+                quantized = read_float(interpreter, matches[k]["detail"])[0].astype(np.float64)
                 signal[k] += np.sum(reference**2)
                 error[k] += np.sum((reference - quantized) ** 2)
+            del float_outputs
     results = []
     for k, match in enumerate(matches):
         elements = len(x_samples) * int(np.prod(match["detail"]["shape"]))
@@ -94,6 +101,20 @@ def layer_errors(float_model, tflite_model, x_samples):
             "tensor": match["detail"]["name"],
         })
     return results
+
+
+def layer_groups(sizes, budget):
+    """Consecutive index groups of ``sizes`` whose sums stay within ``budget`` (a larger item alone)."""
+    groups, current, total = [], [], 0
+    for index, size in enumerate(sizes):
+        if current and total + size > budget:
+            groups.append(current)
+            current, total = [], 0
+        current.append(index)
+        total += size
+    if current:
+        groups.append(current)
+    return groups
 
 
 def match_layers(float_model, interpreter):

@@ -26,7 +26,9 @@ def split_arrays(data, split):
     if split == "train":
         return data.x_train, data.y_train
     if split == "all":
-        return np.concatenate([data.x_eval, data.x_train]), np.concatenate([data.y_eval, data.y_train])
+        x_eval, x_train = data.x_eval, data.x_train
+        x = x_eval.concat(x_train) if hasattr(x_eval, "concat") else np.concatenate([x_eval, x_train])
+        return x, np.concatenate([data.y_eval, data.y_train])
     raise BadInput("--split", f"expected one of {', '.join(SPLITS)}, got {split!r}")
 
 

@@ -20,6 +20,7 @@ import tensorflow_model_optimization as tfmot
 from edge_attn.distribute import is_distributed
 from edge_attn.qat.calibrate import calibrate_ranges
 from edge_attn.qat.configs import CUSTOM_OBJECTS
+from edge_attn.resources import require_memory
 from edge_attn.training import fit
 
 
@@ -32,7 +33,11 @@ def qat_finetune(qat, data, *, epochs, learning_rate, schedule="cosine", batch_s
     ``checkpoint_dir`` and ``resume`` are :func:`edge_attn.training.fit`'s. Returns its
     :class:`edge_attn.training.History`.
     """
-    calibrate_ranges(qat.model, qat.float_model, data.x_train[:calibration_samples])
+    if epochs > 0:
+        require_memory(qat.model, batch_size, training=True, what="the QAT fine-tune",
+                       fix="lower [fine_tune] batch_size in the recipe, the input size, or use --epochs 0")
+    # A lazy view: calibration reads it a batch at a time.
+    calibrate_ranges(qat.model, qat.float_model, data.x_train.head(calibration_samples))
     strategy = strategy or tf.distribute.get_strategy()
     model, teacher = qat.model, qat.float_model
     distributed = epochs > 0 and is_distributed(strategy)
