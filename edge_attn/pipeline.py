@@ -121,11 +121,12 @@ def _check_classes(model, data, data_spec, what):
 
 def _require_memory_for(model, float_epochs):
     """A one-line BadInput instead of the OOM killer: one inference sample must fit, and the float
-    training batch when there is training."""
+    training step of one sample when there is training (training accumulates micro-batches: a batch of
+    FLOAT_BATCH_SIZE need not fit at once)."""
     from edge_attn.resources import require_memory
     require_memory(model, 1, training=False, what="inference", fix="use a smaller --input-shape")
     if float_epochs > 0:
-        require_memory(model, FLOAT_BATCH_SIZE, training=True, what="float training",
+        require_memory(model, 1, training=True, what="float training",
                        fix="use a smaller --input-shape, or --float-epochs 0 to keep the random init")
 
 

@@ -147,6 +147,28 @@ def memory_needed(model, batch: int, *, training: bool) -> int:
     return LIVE_ACTIVATIONS * largest_activation_bytes(model) * batch + 4 * model.count_params()
 
 
+# What one training step may hold: a bound by design (the process also holds the models, the data
+# pipeline and TensorFlow itself), lowered to half of what is available on a smaller machine.
+TRAINING_STEP_BYTES = 3 * 2**30
+
+
+def training_step_budget() -> int:
+    """Bytes one training step may use: ``EDGE_ATTN_TRAIN_STEP_MB`` if set, else the smaller of
+    :data:`TRAINING_STEP_BYTES` and half of :func:`available_memory`."""
+    if os.environ.get("EDGE_ATTN_TRAIN_STEP_MB"):
+        return int(float(os.environ["EDGE_ATTN_TRAIN_STEP_MB"]) * MB)
+    available = available_memory()
+    return TRAINING_STEP_BYTES if available is None else min(TRAINING_STEP_BYTES, available // 2)
+
+
+def micro_batch_within(model, batch: int, budget_bytes: int) -> int:
+    """The largest number of samples, at most ``batch``, whose training step (:func:`memory_needed`)
+    fits ``budget_bytes``; 1 when even one sample does not (the caller's preflight refuses that)."""
+    fixed = TRAINING_BYTES_PER_PARAMETER * model.count_params()
+    per_sample = TRAINING_ACTIVATION_FACTOR * activation_bytes(model)
+    return int(max(1, min(batch, (budget_bytes - fixed) // max(per_sample, 1))))
+
+
 def require_memory(model, batch: int, *, training: bool, what: str, fix: str):
     """Raise BadInput, before the OOM killer would strike, when :func:`memory_needed` exceeds
     :func:`available_memory`; names the input size, the batch and both amounts. ``what`` names the step

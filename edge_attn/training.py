@@ -16,7 +16,12 @@ Under a ``tf.distribute`` strategy (:mod:`edge_attn.distribute`) the model, the 
 teacher live in ``strategy.scope()``; the batch size is the *global* batch, split over the replicas by
 ``strategy.experimental_distribute_dataset``; each replica's loss is scaled by its share of the global
 batch and the optimizer sums the gradients over replicas, so a step follows the mean gradient of the
-global batch whatever the number of replicas. With a checkpoint folder, the loop's whole state (model,
+global batch whatever the number of replicas. On one device, a global batch whose training step would not
+fit :func:`edge_attn.resources.training_step_budget` is split into micro-batches whose gradients are
+accumulated (weighted by their share of the batch) before one optimizer step: the same update, in
+bounded memory (a 224x224 CBAM-ResNet-50 batch of 32 needs ~11 GB at once). BatchNormalization then
+sees micro-batch statistics; below ``MIN_BN_BATCH`` samples those are too noisy, so BN is frozen (its
+moving statistics used) from the first step. With a checkpoint folder, the loop's whole state (model,
 optimizer, epoch and step counters, best weights, early-stopping bookkeeping) is saved after every
 epoch and a restarted run continues after the last saved epoch.
 """
@@ -34,6 +39,7 @@ from edge_attn.checkpoints import TrainingCheckpoints
 from edge_attn.distribute import describe, is_chief, is_distributed
 
 SCHEDULES = ("cosine", "step", "constant")
+MIN_BN_BATCH = 8  # fewer samples per micro-batch: BatchNormalization is frozen rather than fed noisy statistics
 
 
 @dataclass
@@ -47,13 +53,15 @@ class History:
     bn_frozen_at_step: int | None = None
     resumed_from_epoch: int | None = None  # epochs restored from a checkpoint; None: not a resumed run
     distribute: dict = field(default_factory=dict)  # strategy, replicas, global batch, replica batches seen
+    micro_batch: int | None = None  # samples per accumulated micro-batch; None: whole batches
 
     def to_dict(self):
         return {"epochs_run": len(self.eval_loss), "best_epoch": self.best_epoch,
                 "eval_loss": [round(v, 6) for v in self.eval_loss],
                 "eval_accuracy": [round(v, 6) for v in self.eval_accuracy],
                 "stopped_early": self.stopped_early, "bn_frozen_at_step": self.bn_frozen_at_step,
-                "resumed_from_epoch": self.resumed_from_epoch, "distribute": self.distribute}
+                "resumed_from_epoch": self.resumed_from_epoch, "distribute": self.distribute,
+                "micro_batch": self.micro_batch}
 
 
 class LoopState(tf.Module):
@@ -175,8 +183,11 @@ def distribute_dataset(strategy, dataset):
 
 def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32, bn_freeze_steps=None,
         early_stop_patience=None, teacher=None, distill_weight=1.0, seed=0, progress=True, desc="train",
-        strategy=None, checkpoint_dir=None, resume=False):
+        strategy=None, checkpoint_dir=None, resume=False, micro_batch=None):
     """Train ``model`` on ``data`` (an :class:`edge_attn.data.DataSet`); return a :class:`History`.
+
+    ``micro_batch``: samples per gradient-accumulation step (None: the largest that fits
+    :func:`edge_attn.resources.training_step_budget`, the whole batch when it does; one device only).
 
     ``bn_freeze_steps``: freeze every BatchNormalization after this many steps (None: never).
     ``early_stop_patience``: stop after this many epochs without a better eval loss (None: never).
@@ -201,8 +212,51 @@ def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32,
         optimizer.build(model.trainable_variables)  # slots exist before a restore, so it fills them at once
     loss_fn = make_loss(from_logits, distill_weight)
     evaluate = make_evaluator(model, loss_fn, teacher, strategy)
+    if micro_batch is None and not is_distributed(strategy):
+        from edge_attn.resources import micro_batch_within, training_step_budget
+
+        micro_batch = micro_batch_within(model, batch_size, training_step_budget())
+    if is_distributed(strategy) or micro_batch is None or micro_batch >= batch_size:
+        micro_batch = None
+    else:
+        micro_batch = _positive("micro_batch", micro_batch)
+        history.micro_batch = micro_batch
+
+    def make_accumulating_step():
+        # Python-level loop over micro-batches; each micro step is one traced function (a smaller last
+        # micro-batch costs one more trace), the optimizer step another.
+        variables = model.trainable_variables
+        sums = [tf.Variable(tf.zeros_like(v), trainable=False) for v in variables]
+
+        @tf.function(reduce_retracing=True)
+        def micro_step(x, y, share):
+            teacher_out = teacher(x, training=False) if teacher is not None else None  # not on the tape
+            with tf.GradientTape() as tape:
+                loss = loss_fn(y, model(x, training=True), teacher_out) * share
+            for total, grad in zip(sums, tape.gradient(loss, variables)):
+                if grad is not None:
+                    total.assign_add(tf.convert_to_tensor(grad))
+            return loss
+
+        @tf.function
+        def apply():
+            optimizer.apply_gradients(zip([total.read_value() for total in sums], variables))
+            for total in sums:
+                total.assign(tf.zeros_like(total))
+
+        def step(x, y):
+            count = int(y.shape[0])
+            loss = 0.0
+            for start in range(0, count, micro_batch):
+                part = y[start:start + micro_batch]
+                loss += micro_step(x[start:start + micro_batch], part, tf.constant(len(part) / count, tf.float32))
+            apply()
+            return loss
+        return step
 
     def make_step():
+        if micro_batch is not None:
+            return make_accumulating_step()
         # Re-traced after BN freezing: ``trainable`` is read when the function is traced. Distributed,
         # one trace serves every batch size (a smaller last batch would cost a trace of the whole model).
         @tf.function(reduce_retracing=is_distributed(strategy))
@@ -210,8 +264,8 @@ def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32,
             def replica_step(x, y):
                 samples = tf.cast(tf.shape(y)[0], tf.float32)
                 global_samples = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, samples)
+                teacher_out = teacher(x, training=False) if teacher is not None else None  # not on the tape
                 with tf.GradientTape() as tape:
-                    teacher_out = teacher(x, training=False) if teacher is not None else None
                     batch_loss = loss_fn(y, model(x, training=True), teacher_out)
                     # This replica's share of the global-batch mean (summed over replicas it is the mean),
                     # i.e. tf.nn.compute_average_loss with the samples really in this step (its default,
@@ -223,6 +277,8 @@ def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32,
             return strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(replica_step, args=(x, y)), axis=None)
         return step
 
+    if micro_batch is not None and micro_batch < MIN_BN_BATCH:
+        bn_freeze_steps = 0  # noisy statistics of a few samples would wreck the BN moving averages
     state = LoopState(model, epochs)
     checkpoints = None
     if checkpoint_dir is not None:
@@ -284,6 +340,12 @@ def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32,
     if bool(state.has_best):
         model.set_weights([variable.numpy() for variable in state.best_weights])
     return history
+
+
+def _positive(name, value):
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise BadInput(name, f"expected a positive whole number, got {value!r}")
+    return value
 
 
 def _record(state, history, epoch, global_step):

@@ -33,12 +33,16 @@ def qat_finetune(qat, data, *, epochs, learning_rate, schedule="cosine", batch_s
     ``checkpoint_dir`` and ``resume`` are :func:`edge_attn.training.fit`'s. Returns its
     :class:`edge_attn.training.History`.
     """
+    strategy = strategy or tf.distribute.get_strategy()
     if epochs > 0:
-        require_memory(qat.model, batch_size, training=True, what="the QAT fine-tune",
+        # One device accumulates micro-batches down to one sample (edge_attn.training.fit); replicas
+        # each hold their whole share of the batch.
+        replicas = strategy.num_replicas_in_sync
+        need = -(-batch_size // replicas) if is_distributed(strategy) else 1
+        require_memory(qat.model, need, training=True, what="the QAT fine-tune",
                        fix="lower [fine_tune] batch_size in the recipe, the input size, or use --epochs 0")
     # A lazy view: calibration reads it a batch at a time.
     calibrate_ranges(qat.model, qat.float_model, data.x_train.head(calibration_samples))
-    strategy = strategy or tf.distribute.get_strategy()
     model, teacher = qat.model, qat.float_model
     distributed = epochs > 0 and is_distributed(strategy)
     if distributed:
