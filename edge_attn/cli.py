@@ -246,8 +246,8 @@ def cmd_check(args):
     if args.device is not None:  # outputs and latency from the device; per-layer error from LiteRT here
         from edge_attn.evaluate.on_device import check_on_device
 
-        accuracy, latency, device = check_on_device(reference, args.model, x, y, args.device,
-                                                    threads=args.threads, runs=args.runs)
+        accuracy, latency, device, where = check_on_device(reference, args.model, x, y, args.device,
+                                                           threads=args.threads, runs=args.runs)
         layers = layer_errors(layer_reference, args.model, x[:LAYER_SAMPLES])
     else:
         reference_tflite = float_tflite(reference)
@@ -255,6 +255,9 @@ def cmd_check(args):
         accuracy, layers, latency = check(reference, layer_reference, args.model, data, threads=args.threads or 2,
                                           runs=args.runs or 50, reference_tflite=reference_tflite, split=split)
         device = None
+        from edge_attn.evaluate.latency import host_target
+
+        where = host_target(os.path.abspath(args.model), latency, accuracy)
     target = gpu = None
     if args.accelerator == "gpu":  # accuracy from outputs of LiteRT's GPU accelerator (layers, latency: CPU)
         from edge_attn.targets.gpu import gpu_accuracy
@@ -265,7 +268,7 @@ def cmd_check(args):
     result = {**checked_model(tflite, os.path.abspath(args.model), accuracy, layers, latency, data, split,
                               reference_tflite=reference_tflite, budget=budget),
               "reference": os.path.abspath(args.reference),
-              "accelerator": target.to_dict() if target else {"target": "cpu"}, "device": device}
+              "accelerator": target.to_dict() if target else where, "device": device}
     if target is not None:  # the GPU's problems fail the budget; no GPU outputs: the CPU figures are not judged
         verdict = result["budget"]
         verdict["failures"] = [f"gpu: {p}" for p in target.problems] + (verdict["failures"] if gpu else [])
@@ -278,7 +281,7 @@ def cmd_check(args):
         _print_rows([
             ("model", args.model), ("fully int8", "yes" if result["fully_int8"] else "no"),
             ("evaluated on", describe_evaluation(result["evaluation"])),
-            ("accuracy computed on", "CPU" if not target else f"GPU accelerator, {target.device}" if gpu
+            ("accuracy computed on", "CPU" if not target else f"GPU accelerator, {target.details['adapter']}" if gpu
              else "CPU (the GPU accelerator gave no outputs)"),
             ("top-1 float → quantized", f"{accuracy['reference_top1']:.4f} → {accuracy['quantized_top1']:.4f} "
                                         f"({accuracy['top1_drop_pt']:+.2f} pt drop)"),
