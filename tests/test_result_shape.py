@@ -271,3 +271,20 @@ def ssh_result(tmp_path, model_path):
                                 str(tmp_path / "board.toml"))
         return SshRunner(profile, state_dir=tmp_path / "state").benchmark(model_path, threads=1, runs=5,
                                                                           warmup=1).to_dict()
+
+
+def test_every_producer_follows_the_report_schema(every_producer, adb_result, ssh_result):
+    """docs/report.schema.json's target_result (what report.json ``accelerator``/``accelerators`` hold)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from edge_attn.evaluate.report import jsonable
+
+    schema = json.load(open(os.path.join(os.path.dirname(DOC), "report.schema.json")))
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator({**schema, "oneOf": [{"$ref": "#/$defs/target_result"}]})
+    for name, result in {**every_producer, "adb": adb_result, "ssh": ssh_result}.items():
+        problems = [f"{'/'.join(map(str, e.absolute_path))}: {e.message[:200]}"
+                    for error in validator.iter_errors(jsonable(result)) for e in error.context or [error]]
+        assert not problems, (name, problems)
+    broken = {**every_producer["host"], "verdict": "fine"}  # the schema can fail
+    assert any("verdict" in str(e.absolute_path) for error in validator.iter_errors(jsonable(broken))
+               for e in error.context or [error])
