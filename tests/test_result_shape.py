@@ -288,3 +288,49 @@ def test_every_producer_follows_the_report_schema(every_producer, adb_result, ss
     broken = {**every_producer["host"], "verdict": "fine"}  # the schema can fail
     assert any("verdict" in str(e.absolute_path) for error in validator.iter_errors(jsonable(broken))
                for e in error.context or [error])
+
+
+def test_the_html_targets_section_shows_the_common_keys(every_producer):
+    """The report page's Targets section: one row per measured target, read back with html.parser."""
+    from html.parser import HTMLParser
+
+    from edge_attn.evaluate.report import _targets, jsonable
+
+    class Rows(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.rows, self.cell = [], None
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "tr":
+                self.rows.append([])
+            elif tag in ("td", "th"):
+                self.cell = ""
+
+        def handle_data(self, data):
+            if self.cell is not None:
+                self.cell += data
+
+        def handle_endtag(self, tag):
+            if tag in ("td", "th"):
+                self.rows[-1].append(self.cell)
+                self.cell = None
+
+    measured = [every_producer[name] for name in ("check host", "gpu int8", "qnn")]
+    report = jsonable({"accelerator": measured[0], "accelerators": measured, "targets": []})
+    parser = Rows()
+    parser.feed(_targets(report))
+    header, *rows = parser.rows
+    assert header == ["target", "accelerator", "device", "graph", "numerics", "p50", "verdict"]
+    assert len(rows) == 3  # the accelerator is listed once, though in both keys
+    for row, result in zip(rows, measured):
+        assert row[0] == result["target"] and row[1] == result["accelerator"]
+        assert row[2].startswith(result["device"]["name"]) and result["device"]["runtime"] in row[2]
+        assert ("EMULATED" in row[2]) == result["device"]["emulated"]
+        assert row[3].startswith(f"{result['graph']['accelerated_ops']}/{result['graph']['total_ops']} ops")
+        assert row[6].startswith(result["verdict"])
+        if result["numerics"]:
+            n = result["numerics"]
+            assert f"vs {n['reference']}" in row[4] and f"top-1 {n['agreement_count']}/{n['samples']}" in row[4]
+        else:
+            assert row[4] == "—" and row[5] == "—"
