@@ -19,8 +19,8 @@ import numpy as np
 
 from edge_attn.evaluate.metrics import snr_db
 
-__all__ = ["COMMON_KEYS", "GRAPH_KEYS", "NUMERICS_KEYS", "LATENCY_KEYS", "VERDICTS", "Numerics", "result_dict",
-           "verdict_of"]
+__all__ = ["COMMON_KEYS", "GRAPH_KEYS", "NUMERICS_KEYS", "LATENCY_KEYS", "VERDICTS", "Numerics", "graph_dict",
+           "result_dict", "verdict_of"]
 
 VERDICTS = ("ok", "partial", "wrong-numbers", "failed", "unavailable")
 FAILURES = ("failed", "wrong-numbers")  # what a producer may set; the others follow from the fields

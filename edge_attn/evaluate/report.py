@@ -8,8 +8,8 @@ tensor is +inf) are written as ``null``; the HTML page shows them as ∞.
 30 seconds: the verdict against the budgets at the top, then float vs quantized size, top-1, agreement,
 SNR and latency, the worst layers first, a size chart (the float bar beside the int8 one, and any
 ``report["comparisons"]`` rows such as the post-training int8 result beside the QAT one), a latency
-chart, a compact per-layer SNR strip, the delegate targets, and the details folded away. Charts are
-drawn with matplotlib's Agg canvas and embedded as base64 PNG; every piece of text is HTML-escaped.
+chart, a compact per-layer SNR strip, the targets (measured results, then the rules), and the details
+folded away. Charts are drawn with matplotlib's Agg canvas and embedded as base64 PNG; every piece of text is HTML-escaped.
 tests/test_report_html.py renders it in headless Chromium.
 """
 
@@ -250,8 +250,9 @@ def _measured(report):
         taken = (f"{graph.get('accelerated_ops')}/{graph.get('total_ops')} ops" if graph.get("total_ops") else "—")
         if graph.get("on_cpu"):
             taken += "; CPU: " + ", ".join(graph["on_cpu"])
-        vs = ("—" if not numerics else f"vs {numerics['reference']}: SNR {_number(numerics['snr_db'], ' dB', 1)}, "
-              f"top-1 {numerics['agreement_count']}/{numerics['samples']}, max |diff| {_number(numerics['max_abs_diff'], '', 4)}")
+        vs = "—" if not numerics else (
+            f"vs {numerics['reference']}: SNR {_number(numerics['snr_db'], ' dB', 1)}, top-1 "
+            f"{numerics['agreement_count']}/{numerics['samples']}, max |diff| {_number(numerics['max_abs_diff'], '', 4)}")
         warm = ((r.get("latency_ms") or {}).get("warm") or {})
         verdict = r["verdict"] + (f": {r['symptom']}" if r.get("symptom") else "")
         rows.append((r["target"], r.get("accelerator") or "—", where, taken, vs,

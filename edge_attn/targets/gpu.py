@@ -268,7 +268,8 @@ def verify_gpu(model, x=None, *, seed=0, min_snr_db=MIN_SNR_DB, min_agreement=MI
     graph = None if gpu.fully_accelerated is None else GraphPlacement(
         accelerated_ops=total_ops if gpu.fully_accelerated else None, total_ops=total_ops, partitions=None,
         fully_accelerated=gpu.fully_accelerated)
-    common = dict(target="gpu", accelerator="gpu", model=_what(model), device=_device(gpu.adapter), graph=graph)
+    path = None if isinstance(model, (bytes, bytearray, memoryview)) else os.fspath(model)
+    common = dict(target="gpu", accelerator="gpu", model=path, device=_device(gpu.adapter), graph=graph)
     if gpu.error:
         details["log_tail"], details["error"] = gpu.log_tail, gpu.error
         if gpu.unavailable:
