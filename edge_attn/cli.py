@@ -228,6 +228,7 @@ def cmd_check(args):
     from edge_attn.pipeline import LAYER_SAMPLES, check, float_tflite, lowered_float_model
 
     tflite = verify_tflite(args.model)  # a bad .tflite fails before anything is loaded
+    npu_socs = _npu_socs(args.npu)
     if args.device is not None:
         from edge_attn.devices import load_profile
 
@@ -246,8 +247,8 @@ def cmd_check(args):
     if args.device is not None:  # outputs and latency from the device; per-layer error from LiteRT here
         from edge_attn.evaluate.on_device import check_on_device
 
-        accuracy, latency, device = check_on_device(reference, args.model, x, y, args.device,
-                                                    threads=args.threads, runs=args.runs)
+        accuracy, latency, device, where = check_on_device(reference, args.model, x, y, args.device,
+                                                           threads=args.threads, runs=args.runs)
         layers = layer_errors(layer_reference, args.model, x[:LAYER_SAMPLES])
     else:
         reference_tflite = float_tflite(reference)
@@ -255,6 +256,9 @@ def cmd_check(args):
         accuracy, layers, latency = check(reference, layer_reference, args.model, data, threads=args.threads or 2,
                                           runs=args.runs or 50, reference_tflite=reference_tflite, split=split)
         device = None
+        from edge_attn.evaluate.latency import host_target
+
+        where = host_target(os.path.abspath(args.model), latency["quantized"], accuracy)
     target = gpu = None
     if args.accelerator == "gpu":  # accuracy from outputs of LiteRT's GPU accelerator (layers, latency: CPU)
         from edge_attn.targets.gpu import gpu_accuracy
@@ -265,11 +269,18 @@ def cmd_check(args):
     result = {**checked_model(tflite, os.path.abspath(args.model), accuracy, layers, latency, data, split,
                               reference_tflite=reference_tflite, budget=budget),
               "reference": os.path.abspath(args.reference),
-              "accelerator": target.to_dict() if target else {"target": "cpu"}, "device": device}
+              "accelerator": target.to_dict() if target else where, "device": device}
     if target is not None:  # the GPU's problems fail the budget; no GPU outputs: the CPU figures are not judged
         verdict = result["budget"]
         verdict["failures"] = [f"gpu: {p}" for p in target.problems] + (verdict["failures"] if gpu else [])
         verdict["passed"] = not verdict["failures"]
+    if npu_socs:  # what Qualcomm's compiler makes of the model, beside where its outputs were computed
+        from edge_attn.targets.qnn import compile_qnn
+
+        npus = [compile_qnn(args.model, soc).to_dict() for soc in npu_socs]
+        result["accelerators"] = [result["accelerator"], *npus]
+        result["budget"]["failures"] += [f"npu {r['target']}: {r['symptom']}" for r in npus if r["verdict"] == "failed"]
+        result["budget"]["passed"] = not result["budget"]["failures"]
     failures = result["budget"]["failures"]
     if args.json:
         print(json.dumps(_jsonable(result), indent=2, allow_nan=False))
@@ -278,17 +289,25 @@ def cmd_check(args):
         _print_rows([
             ("model", args.model), ("fully int8", "yes" if result["fully_int8"] else "no"),
             ("evaluated on", describe_evaluation(result["evaluation"])),
-            ("accuracy computed on", "CPU" if not target else f"GPU accelerator, {target.device}" if gpu
+            ("accuracy computed on", "CPU" if not target else f"GPU accelerator, {target.details['adapter']}" if gpu
              else "CPU (the GPU accelerator gave no outputs)"),
             ("top-1 float → quantized", f"{accuracy['reference_top1']:.4f} → {accuracy['quantized_top1']:.4f} "
                                         f"({accuracy['top1_drop_pt']:+.2f} pt drop)"),
             ("top-1 agreement", f"{accuracy['top1_agreement']:.4f} ({accuracy['agreement_count']}/{accuracy['samples']})"),
             ("output SNR", f"{accuracy['output_snr_db']:.1f} dB"),
             *([("outputs computed on", f"{device['name']} ({_board_line(device)})")] if device else []),
+            *[(r["target"], r["verdict"] + (f": {r['symptom']}" if r["symptom"] else ""))
+              for r in result.get("accelerators", [])[1:]],
             ("weakest layers (SNR)", ", ".join(f"{l['name']} {l['snr_db']:.1f} dB" for l in worst) or "-"),
         ])
         print("budget: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     return 1 if failures else 0
+
+
+def _npu_socs(targets):
+    from edge_attn.targets.qnn import parse_npu_target
+
+    return list(dict.fromkeys(parse_npu_target(t) for t in targets))
 
 
 def _board_line(device):
@@ -316,7 +335,7 @@ def cmd_compat(args):
 
         result, text = verify_compat(report, args.model, args.delegate, args.data, verify=args.verify)
         print(json.dumps(result, indent=2) if args.json else format_compat(report) + "\n" + text)
-        return 0 if result["accelerator"]["ok"] else 1
+        return 0 if result["accelerator"]["available"] and not result["accelerator"]["problems"] else 1
     print(json.dumps(report.to_dict(), indent=2) if args.json else format_compat(report))
     return 0
 
@@ -435,6 +454,9 @@ def build_parser():
     p.add_argument("--accelerator", choices=("cpu", "gpu"), default="cpu",
                    help="where the quantized model's accuracy is computed: cpu (LiteRT's CPU kernels) or gpu "
                         "(LiteRT's GPU accelerator, also compared with the CPU; per-layer error stays on CPU)")
+    p.add_argument("--npu", action="append", default=[],
+                   help="qnn:SOC (repeatable): also compile for that NPU; the results go to `accelerators` "
+                        "(the bundle's delegate order reads them); a failed compile fails the check")
     _add_common(p)
     _add_trust(p)
     p.set_defaults(func=cmd_check)

@@ -254,11 +254,13 @@ def float_tflite(model):
 def build_report(reference, quantized, accuracy, layers, latency, *, model_path, reference_tflite=None):
     """report.json as a dict (docs/report-json.md; the keys shared with ``check --json`` come from
     :func:`edge_attn.evaluate.results.checked_model`)."""
+    from edge_attn.evaluate.latency import host_target
     from edge_attn.evaluate.results import checked_model
 
     return {
         **checked_model(quantized.tflite, model_path, accuracy, layers, latency, reference.data, "eval",
                         reference_tflite=reference_tflite),
+        "accelerator": host_target(model_path, latency["quantized"], accuracy),  # docs/result-shape.md
         "edge_attn_version": __version__,
         "recipe": quantized.recipe.name,
         "recipe_settings": quantized.recipe.to_dict(),

@@ -161,3 +161,10 @@ def test_check_on_the_board_scores_the_boards_outputs(models, capsys):
     assert qemu_max["accuracy"]["samples"] == host["accuracy"]["samples"]
     assert qemu_max["accuracy"]["output_snr_db"] != host["accuracy"]["output_snr_db"]
     assert_board_fingerprint(qemu_max["device"], "qemu-max")
+    # where the outputs were computed, in the shape every target shares (docs/result-shape.md)
+    board, here = pi4["accelerator"], host["accelerator"]
+    assert list(board) == list(here) and (board["target"], here["target"]) == ("ssh", "host")
+    assert board["device"]["emulated"] is True and board["device"]["name"] == pi4["device"]["name"]
+    assert board["numerics"]["reference"] == "float"
+    assert board["numerics"]["agreement_count"] == pi4["accuracy"]["agreement_count"]
+    assert board["latency_ms"]["warm"]["p50"] == pi4["latency_ms"]["p50"]

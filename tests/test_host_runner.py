@@ -104,7 +104,10 @@ def test_partial_delegation_names_the_ops_xnnpack_leaves_out(runner, models):
     assert "partially executed by XNNPACK (2 partitions)" in result.delegation  # split around the CUMSUM
     assert result.delegation.endswith("1 of 5 ops on builtin CPU kernels: CUMSUM")
     graph = result.to_dict()["graph"]
-    assert graph == {"accelerated_ops": 4, "total_ops": 5, "partitions": 2, "on_cpu": ["CUMSUM"]}
+    assert graph == {"accelerated_ops": 4, "total_ops": 5, "partitions": 2, "on_cpu": ["CUMSUM"],
+                     "fully_accelerated": False}
+    d = result.to_dict()  # the shared verdict: XNNPACK took part of the graph
+    assert d["verdict"] == "partial" and d["symptom"] == "4 of 5 ops on xnnpack, the rest on the CPU; on the CPU: CUMSUM"
 
 
 @pytest.mark.parametrize("delegate", ["xnnpack", "cpu"])

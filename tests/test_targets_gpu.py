@@ -101,8 +101,14 @@ def test_f32_zoo_model_on_the_gpu_accelerator_agrees_with_the_cpu(zoo, accelerat
     snr = 10 * np.log10(np.sum(cpu.astype(np.float64) ** 2) / np.sum((cpu - gpu_out).astype(np.float64) ** 2))
     assert snr > 40 and math.isclose(result.numerics.snr_db, snr, rel_tol=1e-6)
     assert 0 < result.numerics.max_abs_diff == pytest.approx(np.abs(cpu - gpu_out).max())
-    assert result.latency_ms["runs"] == gpu_target.RANDOM_SAMPLES
-    assert result.to_dict()["numerics"]["samples"] == gpu_target.RANDOM_SAMPLES
+    d = result.to_dict()
+    assert d["runs"] == len(d["latency_ms"]["times"]) == gpu_target.RANDOM_SAMPLES
+    assert d["numerics"]["samples"] == gpu_target.RANDOM_SAMPLES
+    # the common keys (docs/result-shape.md): what ran where, how much of the graph, numerics, the verdict
+    assert d["verdict"] == "ok" and d["symptom"] is None and d["graph"]["fully_accelerated"] is True
+    assert d["graph"]["total_ops"] == len(Interpreter(model_content=zoo["se_resnet20", "f32"])._get_ops_details())
+    assert d["device"]["name"] == d["details"]["adapter"] and d["device"]["runtime"] == "ai-edge-litert"
+    assert d["numerics"]["snr_db"] == result.numerics.snr_db and d["numerics"]["reference"] == "cpu"
 
 
 def test_int8_constant_output_is_detected_and_reported(zoo, accelerator):
@@ -116,6 +122,9 @@ def test_int8_constant_output_is_detected_and_reported(zoo, accelerator):
     assert not result.ok
     assert any(p.startswith("constant output: all 32 samples") for p in result.problems), result.problems
     assert any("shader error" in p and "WGSL" in p for p in result.problems), result.problems
+    d = result.to_dict()
+    assert d["verdict"] == "wrong-numbers" and d["symptom"] == result.problems[0]
+    assert d["graph"]["fully_accelerated"] is True and d["numerics"]["agreement_count"] < d["numerics"]["samples"]
 
 
 @pytest.mark.parametrize("name,kind", [("se_resnet20", "f32"), ("se_resnet20", "fp16"), ("se_resnet20", "int8"),
@@ -147,7 +156,7 @@ def test_cli_compat_verify_exit_codes_and_json(zoo, accelerator, tmp_path, capsy
     assert main(["compat", str(good), "--delegate", "gpu", "--verify", "--data", "digits", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     acc = report["accelerator"]
-    assert acc["ok"] and report["rules_agree"] is True and report["delegate"] == "gpu"
+    assert acc["verdict"] == "ok" and report["rules_agree"] is True and report["delegate"] == "gpu"
     assert acc["details"]["inputs"] == "data" and acc["numerics"]["samples"] > 300  # digits' eval split
     assert main(["compat", str(bad), "--delegate", "gpu", "--verify"]) == 1
     assert "FAILED: constant output" in capsys.readouterr().out
@@ -173,8 +182,13 @@ def test_cli_check_accuracy_on_the_gpu_accelerator(zoo, accelerator, tmp_path, c
     gpu = json.loads(capsys.readouterr().out)
     assert main(args) == 0
     cpu = json.loads(capsys.readouterr().out)
-    assert gpu["accelerator"]["target"] == "gpu" and gpu["accelerator"]["device"] and gpu["accelerator"]["ok"]
-    assert cpu["accelerator"] == {"target": "cpu"}
+    assert gpu["accelerator"]["target"] == "gpu" and gpu["accelerator"]["details"]["adapter"]
+    assert gpu["accelerator"]["verdict"] == "ok"
+    host = cpu["accelerator"]  # where the outputs were computed without --accelerator: this machine's LiteRT
+    assert host["target"] == "host" and host["numerics"]["reference"] == "float"
+    assert host["numerics"]["samples"] == cpu["accuracy"]["samples"]
+    assert host["numerics"]["agreement_count"] == cpu["accuracy"]["agreement_count"]
+    assert list(host) == list(gpu["accelerator"])  # the same keys
     # Same samples; the float reference vs an f32 model on two runtimes: both near-exact, not identical.
     assert gpu["accuracy"]["samples"] == cpu["accuracy"]["samples"]
     assert gpu["accuracy"]["output_snr_db"] > 40 and gpu["accuracy"]["output_snr_db"] != cpu["accuracy"]["output_snr_db"]

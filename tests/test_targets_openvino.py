@@ -60,14 +60,17 @@ def test_intel_plugin_leaves_the_refused_op_on_the_cpu_and_says_it_cannot_compil
     result = json.loads(out)
     ops = op_names(atan2_model)
     atan2 = ops.index("ATAN2")
-    assert [(o["index"], o["op"]) for o in result["ops"]] == list(enumerate(ops))
-    on_cpu = [o for o in result["ops"] if o["placement"] == "cpu"]
+    placed = result["details"]["ops"]
+    assert [(o["index"], o["op"]) for o in placed] == list(enumerate(ops))
+    on_cpu = [o for o in placed if o["placement"] == "cpu"]
     assert [o["index"] for o in on_cpu] == [atan2]
     assert f"op type {schema.BuiltinOperator.ATAN2} (ATAN2) is not supported" in on_cpu[0]["reason"]
-    assert [o["partition"] for o in result["ops"] if o["placement"] == "npu"] == \
+    assert [o["partition"] for o in placed if o["placement"] == "npu"] == \
         [0] * atan2 + [1] * (len(ops) - atan2 - 1)
-    assert result["partitions"] == 2 and result["compiled"] is False and result["compile_seconds"] is None
-    assert result["problems"][0].startswith("partition only") and result["runtime"] == "OpenVINO"
+    assert result["graph"]["partitions"] == 2 and result["details"]["compiled"] is False
+    assert result["details"]["compile_seconds"] is None
+    assert result["problems"][0].startswith("partition only") and result["device"]["runtime"] == "OpenVINO"
+    assert result["verdict"] == "partial" and result["graph"]["on_cpu"] == ["ATAN2"]
 
 
 def test_bad_intel_npu_name_lists_the_valid_ones(atan2_model, capsys):

@@ -120,14 +120,20 @@ def test_cbam_resnet20_int8_placement_from_the_compiler(qnn, models, tmp_path, c
     assert code == 0, err
     result = json.loads(out)
     expected_ops = ops_of(models["cbam_resnet20"])
-    assert [(o["index"], o["op"]) for o in result["ops"]] == list(enumerate(expected_ops))
-    assert result["target"] == "qnn:SM8650" and result["compiled"]
-    assert result["runtime_version"].startswith("2.")  # the wheel's QNN, as the compiler's log states it
-    assert result["htp_arch"] == "v75"  # SM8650 is Snapdragon 8 Gen 3: Hexagon v75
+    ops, graph, details = result["details"]["ops"], result["graph"], result["details"]
+    assert [(o["index"], o["op"]) for o in ops] == list(enumerate(expected_ops))
+    assert result["target"] == "qnn:SM8650" and details["compiled"]
+    assert result["device"]["runtime"] == "QNN" and result["device"]["soc"] == "SM8650"
+    assert result["device"]["runtime_version"].startswith("2.")  # the wheel's QNN, as the compiler's log states it
+    assert details["htp_arch"] == "v75"  # SM8650 is Snapdragon 8 Gen 3: Hexagon v75
     # Every op of an all-int8 SE/CBAM ResNet is an HTP op: one partition, nothing on the CPU.
-    assert {o["placement"] for o in result["ops"]} == {"npu"} and result["partitions"] == 1
-    assert result["accelerated_ops"] == result["total_ops"] == len(expected_ops)
-    assert result["compile_seconds"] > 0
+    assert {o["placement"] for o in ops} == {"npu"} and graph["partitions"] == 1
+    assert graph["accelerated_ops"] == graph["total_ops"] == len(expected_ops)
+    assert details["compile_seconds"] > 0
+    # the common keys: the whole graph on the NPU, nothing run here
+    assert graph["fully_accelerated"] is True and graph["on_cpu"] == []
+    assert result["verdict"] == "ok" and result["symptom"] is None and result["accelerator"] == "npu"
+    assert result["numerics"] is None and result["latency_ms"] is None
 
 
 def test_se_resnet50_int8_compiles_whole(qnn, se_resnet50):
@@ -152,6 +158,9 @@ def test_refused_op_stays_on_the_cpu_with_the_compilers_reason(qnn, models):
     assert result.partitions == 2 and result.accelerated_ops == len(ops) - 1 and result.compiled
     # The model LiteRT wrote agrees: one dispatch op per partition, the refused op between them on the CPU.
     assert ops_of(result.compiled_model) == ["CUSTOM:DISPATCH_OP", "ATAN2", "CUSTOM:DISPATCH_OP"]
+    d = result.to_dict()  # the common keys: a partial graph, and what stayed on the CPU
+    assert d["verdict"] == "partial" and d["graph"]["on_cpu"] == ["ATAN2"] and d["graph"]["fully_accelerated"] is False
+    assert d["symptom"] == f"{len(ops) - 1} of {len(ops)} ops on npu, the rest on the CPU; on the CPU: ATAN2"
 
 
 def test_complex64_fails_the_whole_compile_in_one_line(qnn, models, tmp_path, capsys):
@@ -162,6 +171,8 @@ def test_complex64_fails_the_whole_compile_in_one_line(qnn, models, tmp_path, ca
     failure = [line for line in out.splitlines() if "compile for SM8650 failed" in line]
     assert len(failure) == 1 and "Unsupported data type" in failure[0] and "complex64" in failure[0]
     assert "not compiled" in out and "npu:" not in out
+    d = json.loads(run_cli(capsys, "compat", str(path), "--delegate", "qnn", "--soc", "SM8650", "--json")[1])
+    assert d["verdict"] == "failed" and "complex64" in d["symptom"] and d["details"]["compiled"] is False
     # `compile` refuses too: exit 1, the compiler's message in one line, nothing written.
     out_dir = tmp_path / "out"
     code, _, err = run_cli(capsys, "compile", str(path), "--npu", "qnn:SM8650", "--out", str(out_dir))

@@ -94,7 +94,7 @@ def bundle(model_tflite, target="android", labels=None, out="bundle", name=None,
                                                  "color_space": spec.color_space},
         "output": _tensor_spec(info.outputs[0]) | {"meaning": "class logits"},
         "labels": {"file": f"{folder}/{LABELS_FILE}", "count": len(class_names), "source": labels_source},
-        "delegates": _delegates(info, target),
+        "delegates": _delegates(info, target, report),
         "evaluation": _evaluation(report, report_note),
     }
     files[INTEGRATION] = integration_markdown(manifest).encode("utf-8")
@@ -321,21 +321,67 @@ def _description(report):
             f"recipe {report.get('recipe', '?')}.")
 
 
-def _delegates(info, target):
+# Measured verdicts (docs/result-shape.md) that keep a delegate out of the order: its outputs cannot be trusted.
+_UNUSABLE = ("wrong-numbers", "failed")
+
+
+def _measured_targets(report):
+    """Target results of the shared shape in ``report`` (``accelerator``, ``accelerators``) that were measured on a
+    real accelerator: ``{"gpu": result}`` for the GPU accelerator, ``{"npu": [results]}`` for NPU compiles."""
+    found = [] if report is None else [report.get("accelerator"), *(report.get("accelerators") or [])]
+    measured = {"gpu": None, "npu": []}
+    for result in found:
+        if not isinstance(result, dict) or "verdict" not in result:
+            continue
+        if result.get("accelerator") == "gpu":
+            measured["gpu"] = result
+        elif result.get("accelerator") == "npu" and result.get("verdict") != "unavailable":
+            measured["npu"].append(result)
+    return measured
+
+
+def _delegates(info, target, report=None):
+    """The delegate order an app should try: by the static rules, corrected by what the report measured.
+
+    A GPU accelerator verdict in the report wins over the GPU rules: ``wrong-numbers``/``failed`` take the GPU out
+    of the order, ``partial`` ranks it as not taking the whole model, ``ok`` as taking it. On Android an NPU the
+    model compiled for (verdict ``ok`` or ``partial``) goes first, as ``npu``, naming the SoC."""
     from edge_attn.delegates import check_compat
 
-    checked = []
+    measured = _measured_targets(report)
+    checked, excluded = [], []
     for position, (delegate, api) in enumerate(CANDIDATE_DELEGATES[target]):
-        report = check_compat(info, delegate, android_api=api)
-        op_count = len(report.ops)
-        checked.append({"delegate": delegate, "android_api": api, "supported_ops": report.supported_count,
-                        "ops": op_count, "partitions": report.partitions,
-                        "takes_whole_model": report.supported_count == op_count and report.partitions == 1,
-                        "reason": report.summary, "_rank": (report.supported_count != op_count,
-                                                            -report.supported_count, position)})
+        rules = check_compat(info, delegate, android_api=api)
+        op_count = len(rules.ops)
+        whole = rules.supported_count == op_count and rules.partitions == 1
+        entry = {"delegate": delegate, "android_api": api, "supported_ops": rules.supported_count,
+                 "ops": op_count, "partitions": rules.partitions, "takes_whole_model": whole,
+                 "reason": rules.summary}
+        verdict = measured["gpu"] if delegate == "gpu" else None
+        if verdict is not None:
+            entry["measured"] = {key: verdict.get(key) for key in ("target", "verdict", "symptom")} | {
+                "device": (verdict.get("device") or {}).get("name")}
+            whole = verdict["verdict"] == "ok"
+            entry["takes_whole_model"] = whole
+            if verdict["verdict"] in _UNUSABLE:
+                excluded.append(entry)
+                continue
+        entry["_rank"] = (not whole, -rules.supported_count, position)
+        checked.append(entry)
     checked.sort(key=lambda d: d.pop("_rank"))
-    return {"order": [d["delegate"] for d in checked] + ["cpu"], "checked": checked,
-            "note": "whole-model delegates first (in order gpu, nnapi, xnnpack), then by ops taken; cpu always works"}
+    npus = [r for r in measured["npu"] if r["verdict"] in ("ok", "partial")] if target == "android" else []
+    npus.sort(key=lambda r: r["verdict"] != "ok")  # whole-model compiles first
+    first = [{"delegate": "npu", "target": r["target"], "soc": (r.get("device") or {}).get("soc"),
+              "takes_whole_model": r["verdict"] == "ok",
+              "reason": r["symptom"] or f"compiled for {r['target']}: the whole graph on the NPU",
+              "measured": {"target": r["target"], "verdict": r["verdict"], "symptom": r["symptom"]}}
+             for r in npus[:1]]
+    return {"order": [d["delegate"] for d in first + checked] + ["cpu"], "checked": first + checked + excluded,
+            "excluded": [{"delegate": d["delegate"], "verdict": d["measured"]["verdict"],
+                          "symptom": d["measured"]["symptom"]} for d in excluded],
+            "note": "an NPU the model compiled for first (Android), then whole-model delegates (in order gpu, nnapi, "
+                    "xnnpack), then by ops taken; measured verdicts in report.json override the rules, and a "
+                    "delegate measured giving wrong numbers is left out; cpu always works"}
 
 
 def _evaluation(report, note):

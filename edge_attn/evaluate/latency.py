@@ -11,8 +11,9 @@ import math
 import os
 
 from edge_attn.convert.verify import probe_tflite, verify_tflite
-from edge_attn.runners.host import measure_interpreter
-from edge_attn.runners.result import LatencyResult, timed
+from edge_attn.result_shape import LATENCY_KEYS, Numerics, result_dict
+from edge_attn.runners.host import host_fingerprint, measure_interpreter
+from edge_attn.runners.result import DeviceInfo, LatencyResult, timed
 from edge_attn.runners.settings import check_settings
 
 
@@ -38,3 +39,14 @@ def measure_latency(tflite_model, runs=50, warmup=5, threads=2):
     warm = block["latency_ms"]["warm"]
     return {**block["latency_ms"], "delegation": delegation, "graph": block["graph"],
             **{key: warm[key] for key in ("p50", "p90", "min", "max", "mean")}, "runs": result.runs}
+
+
+def host_target(model_path, latency, accuracy):
+    """``check``'s host result in the shared shape (docs/result-shape.md): LiteRT's default XNNPACK path on this
+    machine computed the quantized outputs, scored against the float model (``accuracy``), and ``latency`` (a
+    :func:`measure_latency` block) was measured there."""
+    info = DeviceInfo.from_fingerprint("host", host_fingerprint())
+    return result_dict(target="host", model=model_path, device=info.to_dict(), delegate="xnnpack",
+                       accelerator="xnnpack", available=True, graph=latency["graph"],
+                       numerics=Numerics.from_accuracy(accuracy, reference="float"),
+                       latency={key: latency[key] for key in LATENCY_KEYS}, delegation=latency["delegation"])

@@ -8,11 +8,13 @@ device in the same run; when the device is emulated (its fingerprint, :func:`edg
 or the profile's ``emulated = true``) the latency is marked ``emulated`` and is not a device figure.
 """
 
+import dataclasses
 import math
 
 from edge_attn.devices import load_profile
 from edge_attn.errors import BadInput
 from edge_attn.evaluate.compare import compare
+from edge_attn.result_shape import Numerics
 from edge_attn.runners import make_runner
 from edge_attn.runners.result import DeviceInfo
 
@@ -23,11 +25,12 @@ def check_on_device(reference_model, tflite_path, x, y, device, *, threads=None,
     """Accuracy of ``tflite_path`` with outputs from ``device`` (a profile name or path), and its latency there.
 
     The delegate is the profile's first CPU one (``xnnpack`` or ``cpu``); ``threads`` and ``runs`` default
-    to the profile's. Returns ``(accuracy, latency, device_info)``: ``accuracy`` as
+    to the profile's. Returns ``(accuracy, latency, device_info, target)``: ``accuracy`` as
     :func:`edge_attn.evaluate.compare.accuracy_from_outputs`, ``latency`` with p50/p90/min/max/mean in ms,
     ``runs``, ``threads``, ``delegate``, ``emulated``, ``note`` and ``problems``; ``device_info``: the
     result's device fingerprint (:class:`edge_attn.runners.result.DeviceInfo` as a dict: ``name``, ``arch``,
-    ``kernel_arch``, ``cpu``, ``emulated``, ``emulated_cpu``, ...) and the profile's ``kind``.
+    ``kernel_arch``, ``cpu``, ``emulated``, ``emulated_cpu``, ...) and the profile's ``kind``; ``target``: the
+    board's result in the shared shape (docs/result-shape.md), its numerics against the float model.
     """
     profile = load_profile(device)
     if profile.kind != "ssh":
@@ -49,4 +52,5 @@ def check_on_device(reference_model, tflite_path, x, y, device, *, threads=None,
                for key in ("p50", "p90", "min", "max", "mean")}
     latency.update(runs=result.runs, threads=threads, delegate=delegate, emulated=info.emulated, note=result.note,
                    problems=list(result.problems))
-    return accuracy, latency, {**info.to_dict(), "kind": profile.kind}
+    target = dataclasses.replace(result, numerics=Numerics.from_accuracy(accuracy, reference="float")).to_dict()
+    return accuracy, latency, {**info.to_dict(), "kind": profile.kind}, target

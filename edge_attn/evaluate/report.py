@@ -8,8 +8,8 @@ tensor is +inf) are written as ``null``; the HTML page shows them as ∞.
 30 seconds: the verdict against the budgets at the top, then float vs quantized size, top-1, agreement,
 SNR and latency, the worst layers first, a size chart (the float bar beside the int8 one, and any
 ``report["comparisons"]`` rows such as the post-training int8 result beside the QAT one), a latency
-chart, a compact per-layer SNR strip, the delegate targets, and the details folded away. Charts are
-drawn with matplotlib's Agg canvas and embedded as base64 PNG; every piece of text is HTML-escaped.
+chart, a compact per-layer SNR strip, the targets (measured results, then the rules), and the details
+folded away. Charts are drawn with matplotlib's Agg canvas and embedded as base64 PNG; every piece of text is HTML-escaped.
 tests/test_report_html.py renders it in headless Chromium.
 """
 
@@ -233,7 +233,39 @@ def _layer_table(layers):
                     _number(l.get("scale"), "", 6)) for l in layers])
 
 
+def _measured(report):
+    """Measured targets (docs/result-shape.md: report.json ``accelerator`` and ``accelerators``), one row each with
+    the shared keys: what ran where, how much of the graph, numerics, latency, the verdict."""
+    results = [report.get("accelerator"), *(report.get("accelerators") or [])]
+    results = [r for i, r in enumerate(results) if isinstance(r, dict) and "verdict" in r and r not in results[:i]]
+    if not results:
+        return ""
+    rows = []
+    for r in results:
+        device, graph, numerics = r.get("device") or {}, r.get("graph") or {}, r.get("numerics")
+        runtime = " ".join(str(v) for v in (device.get("runtime"), device.get("runtime_version")) if v)
+        where = f"{device.get('name')} ({runtime})" if runtime else str(device.get("name"))
+        if device.get("emulated"):
+            where += ", EMULATED"
+        taken = (f"{graph.get('accelerated_ops')}/{graph.get('total_ops')} ops" if graph.get("total_ops") else "—")
+        if graph.get("on_cpu"):
+            taken += "; CPU: " + ", ".join(graph["on_cpu"])
+        vs = "—" if not numerics else (
+            f"vs {numerics['reference']}: SNR {_number(numerics['snr_db'], ' dB', 1)}, top-1 "
+            f"{numerics['agreement_count']}/{numerics['samples']}, max |diff| {_number(numerics['max_abs_diff'], '', 4)}")
+        warm = ((r.get("latency_ms") or {}).get("warm") or {})
+        verdict = r["verdict"] + (f": {r['symptom']}" if r.get("symptom") else "")
+        rows.append((r["target"], r.get("accelerator") or "—", where, taken, vs,
+                     _number(warm.get("p50"), " ms", 3), verdict))
+    return ('<h3>Measured</h3>' + _table(["target", "accelerator", "device", "graph", "numerics", "p50", "verdict"],
+                                         rows))
+
+
 def _targets(report):
+    return _measured(report) + _rule_targets(report)
+
+
+def _rule_targets(report):
     targets = report.get("targets")
     if not targets:
         return "<p>No delegate verdicts in this report (see <code>edge-attn compat MODEL --delegate gpu</code>).</p>"

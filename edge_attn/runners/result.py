@@ -4,19 +4,21 @@ shape every target shares (host CPU, GPU accelerator, NPU compile, adb phone, ss
 :meth:`LatencyResult.to_dict` is the contract, documented key by key in ``docs/result-shape.md``::
 
     {"target", "model", "device": {name, cpu, soc, governor, runtime, runtime_version, emulated, ...},
-     "delegate", "accelerator", "graph": {accelerated_ops, total_ops, partitions, on_cpu} | null,
-     "numerics": null, "latency_ms": {cold_start, warm: {p50, p50_ci, p90, p95, min, max, mean, runs,
+     "delegate", "accelerator", "available", "verdict", "symptom",
+     "graph": {accelerated_ops, total_ops, partitions, on_cpu, fully_accelerated} | null,
+     "numerics": {...} | null, "latency_ms": {cold_start, warm: {p50, p50_ci, p90, p95, min, max, mean, runs,
      warmup_runs_dropped}, threads, times}, "problems": [...], ...}
 
-plus the flat keys of earlier versions (``p50_ms``, ``p90_ms``, ``min_ms``, ``max_ms``, ``mean_ms``,
-``runs``), kept for scripts that read them. Timings that were not measured are ``None`` in the dict and
-NaN through the float properties.
+assembled by :func:`edge_attn.result_shape.result_dict`, the same for every target, plus the flat keys of
+earlier versions (``p50_ms``, ``p90_ms``, ``min_ms``, ``max_ms``, ``mean_ms``, ``runs``), kept for scripts
+that read them. Timings that were not measured are ``None`` in the dict and NaN through the float properties.
 """
 
 import dataclasses
 import math
 
 import edge_attn.runners.stats as stats
+from edge_attn.result_shape import Numerics, graph_dict, result_dict
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,9 +60,10 @@ class GraphPlacement:
     total_ops: int | None
     partitions: int | None
     on_cpu: tuple = ()  # op types left to the CPU's builtin kernels, where known
+    fully_accelerated: bool | None = None  # as the runtime says it; None: from the op counts where known
 
     def to_dict(self):
-        return dataclasses.asdict(self) | {"on_cpu": list(self.on_cpu)}
+        return graph_dict(self.accelerated_ops, self.total_ops, self.partitions, self.on_cpu, self.fully_accelerated)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,6 +135,7 @@ class LatencyResult:
     note: str | None = None  # anything the user should know (how numbers were obtained)
     problems: tuple = ()  # what went wrong or limits the numbers (unavailable, stopped early, ...)
     op_profile: list = dataclasses.field(default_factory=list)  # [{"op", "count", "avg_ms", "percent"}]
+    numerics: Numerics | None = None  # outputs against the float model, where they were computed (check --device)
 
     @classmethod
     def unavailable(cls, *, device, model, delegate, threads, target, reason, device_info=None):
@@ -155,24 +159,10 @@ class LatencyResult:
     def to_dict(self):
         """The shared result shape (``docs/result-shape.md``), JSON-ready."""
         info = self.device_info or DeviceInfo(name=self.device)
-        warm = self.warm.to_dict()
-        return {
-            "target": self.target,
-            "model": self.model,
-            "device": info.to_dict(),
-            "delegate": self.delegate,
-            "accelerator": self.delegate,
-            "graph": self.graph.to_dict() if self.graph else None,
-            "numerics": None,
-            "latency_ms": {"cold_start": self.cold_start_ms, "warm": warm, "threads": self.threads,
-                           "times": list(self.times_ms)},
-            "peak_memory_mb": self.peak_memory_mb,
-            "delegation": self.delegation,
-            "available": self.available,
-            "note": self.note,
-            "problems": list(self.problems),
-            "op_profile": list(self.op_profile),
-            # the flat keys of earlier versions
-            "threads": self.threads, "runs": self.runs,
-            **{f"{key}_ms": warm[key] for key in ("p50", "p90", "p95", "min", "max", "mean")},
-        }
+        latency = {"cold_start": self.cold_start_ms, "warm": self.warm.to_dict(), "threads": self.threads,
+                   "times": list(self.times_ms)}
+        return result_dict(target=self.target, model=self.model, device=info.to_dict(), delegate=self.delegate,
+                           accelerator=self.delegate, available=self.available,
+                           graph=self.graph.to_dict() if self.graph else None, numerics=self.numerics,
+                           latency=latency, peak_memory_mb=self.peak_memory_mb, delegation=self.delegation,
+                           note=self.note, problems=self.problems, op_profile=self.op_profile)

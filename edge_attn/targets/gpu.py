@@ -13,6 +13,7 @@ shader errors, and kept out of the user's terminal. Software Vulkan comes from `
 ``VK_DRIVER_FILES``/``VK_ICD_FILENAMES`` are not set, the child is pointed at that script's cache if it exists.
 """
 
+import dataclasses
 import json
 import os
 import re
@@ -24,9 +25,11 @@ import time
 
 import numpy as np
 
+from edge_attn.convert import inspect_tflite
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import dequantize, make_interpreter, quantize, run
+from edge_attn.runners.result import DeviceInfo, GraphPlacement, WarmLatency
 from edge_attn.targets.result import Numerics, TargetResult
 
 __all__ = ["MIN_SNR_DB", "MIN_AGREEMENT", "RANDOM_SAMPLES", "run_on_gpu", "verify_gpu", "gpu_accuracy",
@@ -116,13 +119,16 @@ def vulkan_env(environ=None):
     return env, f"edge-attn cache {cache}"
 
 
-def _runtime_version():
-    from importlib import metadata
+_SOFTWARE_ADAPTER = re.compile(r"(?i)cpu / software|llvmpipe|lavapipe|swiftshader")
 
-    try:
-        return f"ai-edge-litert {metadata.version('ai-edge-litert')}"
-    except metadata.PackageNotFoundError:
-        return None
+
+def _device(adapter):
+    """The GPU target's device: the adapter Dawn selected, on this machine's fingerprint (CPU, arch, LiteRT);
+    ``emulated`` when the adapter is a software rasterizer (its latency is the CPU's, not a GPU's)."""
+    from edge_attn.runners.machine import fingerprint
+
+    software = bool(adapter and _SOFTWARE_ADAPTER.search(adapter))
+    return DeviceInfo.from_fingerprint(adapter or "gpu (no adapter)", fingerprint(), emulated=software)
 
 
 class GpuRun:
@@ -257,20 +263,28 @@ def verify_gpu(model, x=None, *, seed=0, min_snr_db=MIN_SNR_DB, min_agreement=MI
                "accelerators": "GPU, CPU fallback for ops the GPU refuses", "setup_s": gpu.setup_s,
                "wall_s": round(time.perf_counter() - started, 2), "shader_errors": gpu.shader_errors,
                "thresholds": {"min_snr_db": min_snr_db, "min_agreement": min_agreement}}
-    common = dict(target="gpu", device=gpu.adapter, runtime_version=_runtime_version(),
-                  fully_accelerated=gpu.fully_accelerated)
+    details["adapter"] = gpu.adapter
+    total_ops = len(inspect_tflite(data).ops)  # the main graph's
+    graph = None if gpu.fully_accelerated is None else GraphPlacement(
+        accelerated_ops=total_ops if gpu.fully_accelerated else None, total_ops=total_ops, partitions=None,
+        fully_accelerated=gpu.fully_accelerated)
+    path = None if isinstance(model, (bytes, bytearray, memoryview)) else os.fspath(model)
+    common = dict(target="gpu", accelerator="gpu", model=path, device=_device(gpu.adapter), graph=graph)
     if gpu.error:
         details["log_tail"], details["error"] = gpu.log_tail, gpu.error
         if gpu.unavailable:
             return TargetResult(available=False, problems=(f"GPU accelerator unavailable: {gpu.error}",),
                                 details=details, **common), None
-        return TargetResult(available=True, problems=(gpu.error, *_shader_problems(gpu)), details=details,
-                            **common), None
+        return TargetResult(available=True, failure="failed", problems=(gpu.error, *_shader_problems(gpu)),
+                            details=details, **common), None
     gpu_out = _read_outputs(out_detail, gpu.outputs)
     numerics = Numerics.between(cpu_out, gpu_out, reference="cpu")
-    problems = _numeric_problems(cpu_out, gpu_out, numerics, min_snr_db, min_agreement) + _shader_problems(gpu)
-    return TargetResult(available=True, numerics=numerics, latency_ms=_latency(gpu), problems=tuple(problems),
-                        details=details, **common), gpu_out
+    wrong = _numeric_problems(cpu_out, gpu_out, numerics, min_snr_db, min_agreement)
+    problems = wrong + _shader_problems(gpu)
+    failure = "wrong-numbers" if wrong else "failed" if problems else None
+    latency, note = _latency(gpu)
+    return TargetResult(available=True, numerics=numerics, latency_ms=latency, failure=failure, note=note,
+                        problems=tuple(problems), details=details, **common), gpu_out
 
 
 def _numeric_problems(cpu_out, gpu_out, numerics, min_snr_db, min_agreement):
@@ -300,13 +314,23 @@ def _shader_problems(gpu):
 
 
 def _latency(gpu):
+    """``(latency_ms block, note)``: cold start is the compiled model's creation (shaders included) plus the first
+    run; the warm statistics are over the single-sample runs after the detected warm-up."""
     if not gpu.times_ms:
-        return None
-    steady = gpu.times_ms[1:] or gpu.times_ms
-    software = bool(gpu.adapter and re.search(r"(?i)cpu / software|llvmpipe|swiftshader", gpu.adapter))
-    return {"first": gpu.times_ms[0], "p50": float(np.percentile(steady, 50)), "min": float(np.min(steady)),
-            "runs": len(gpu.times_ms), "note": ("software rasterizer on the CPU: not a GPU device figure"
-                                                if software else "single-sample runs, host round trips included")}
+        return None, None
+    software = bool(gpu.adapter and _SOFTWARE_ADAPTER.search(gpu.adapter))
+    cold = gpu.setup_s * 1000.0 + gpu.times_ms[0] if gpu.setup_s is not None else None
+    times = gpu.times_ms
+    if len(times) > 1:  # the first run is part of the cold start (it compiles shaders): never a warm run
+        warm = WarmLatency.from_times(times[1:])
+        warm = dataclasses.replace(warm, warmup_runs_dropped=warm.warmup_runs_dropped + 1)
+    else:
+        warm = WarmLatency.from_times(times)
+    block = {"cold_start": cold, "warm": warm.to_dict(), "threads": None,
+             "times": list(gpu.times_ms)}
+    note = ("EMULATED: software rasterizer on the CPU, not a GPU device figure; single-sample runs" if software
+            else "single-sample runs, host round trips included")
+    return block, note
 
 
 def gpu_accuracy(reference_model, tflite, x, y):
@@ -342,7 +366,9 @@ def format_target(result):
     """Human-readable lines for a :class:`TargetResult` of the GPU accelerator."""
     if not result.available:
         return f"gpu accelerator unavailable: {result.details.get('error') or '; '.join(result.problems)}"
-    rows = [("adapter", result.device or "unknown"), ("runtime", result.runtime_version or "unknown"),
+    device = result.device
+    runtime = f"{device.runtime} {device.runtime_version}" if device and device.runtime else "unknown"
+    rows = [("adapter", result.details.get("adapter") or "unknown"), ("runtime", runtime),
             ("fully accelerated", {True: "yes", False: "no (some ops on CPU)", None: "unknown"}[result.fully_accelerated])]
     n = result.numerics
     if n:
@@ -350,10 +376,12 @@ def format_target(result):
                             f"{n.agreement_count}/{n.samples} ({result.details.get('inputs')})")]
     if result.latency_ms:
         lat = result.latency_ms
-        rows += [("latency", f"first {lat['first']:.1f} ms, then p50 {lat['p50']:.2f} ms ({lat['note']})")]
+        cold = f"cold start {lat['cold_start']:.1f} ms, " if lat["cold_start"] is not None else ""
+        rows += [("latency", f"{cold}p50 {lat['warm']['p50']:.2f} ms ({result.note})")]
     width = max(len(k) for k, _ in rows)
     lines = ["gpu accelerator (real LiteRT run):"] + [f"  {k:<{width}}  {v}" for k, v in rows]
-    lines.append("result: " + ("ok" if result.ok else "FAILED: " + "; ".join(result.problems)))
+    lines.append(f"result: {result.verdict}" if result.ok else
+                 f"result: {result.verdict}, FAILED: " + "; ".join(result.problems))
     return "\n".join(lines)
 
 

@@ -68,7 +68,8 @@ def partition_openvino(model, soc, *, timeout_s=600):
     return QnnResult(target=f"openvino:{soc}", soc=soc, runtime="OpenVINO", runtime_version=version, htp_arch=None,
                      libraries=f"openvino {version}", accelerated_ops=sum(op.placement == "npu" for op in ops),
                      total_ops=len(info.ops), partitions=partitions, ops=tuple(ops), compiled=False,
-                     compile_seconds=None, problems=tuple(problems))
+                     compile_seconds=None, problems=tuple(problems), model=what if what != "<bytes>" else None,
+                     failed=not run.ok)
 
 
 def _openvino_libs():

@@ -71,12 +71,14 @@ class QnnOp:
 
 @dataclasses.dataclass(frozen=True)
 class QnnResult:
-    """What Qualcomm's compiler made of a model for one SoC.
+    """What Qualcomm's compiler (or Intel's partitioner) made of a model for one SoC.
 
     ``runtime_version`` is the QNN SDK version the compiler reported in its log; ``compiled`` whether the whole
     compile succeeded (``compile_seconds`` is that run's wall time, ``compiled_model`` its output bytes, not
     serialised). ``problems`` are one line each: a failed compile with the compiler's message, version
-    mismatches, anything the placement could not account for.
+    mismatches, anything the placement could not account for. ``to_dict()`` is the shared result shape
+    (:mod:`edge_attn.result_shape`): nothing runs here, so ``numerics`` and ``latency_ms`` are null, and the
+    SoC, HTP architecture, libraries, compile time and per-op placement are in ``details``.
     """
 
     target: str
@@ -93,16 +95,27 @@ class QnnResult:
     problems: tuple
     runtime: str = "QNN"
     compiled_model: bytes | None = dataclasses.field(default=None, repr=False)
+    model: str | None = None
+    failed: bool | None = None  # None: failed when not compiled (Intel's plug-in never compiles: set it)
 
     def to_dict(self):
-        return {
-            "target": self.target, "soc": self.soc, "runtime": self.runtime, "runtime_version": self.runtime_version,
-            "htp_arch": self.htp_arch, "libraries": self.libraries, "accelerated_ops": self.accelerated_ops,
-            "total_ops": self.total_ops, "partitions": self.partitions, "compiled": self.compiled,
-            "compile_seconds": self.compile_seconds,
-            "compiled_bytes": len(self.compiled_model) if self.compiled_model is not None else None,
-            "ops": [op.to_dict() for op in self.ops], "problems": list(self.problems),
-        }
+        from edge_attn.result_shape import graph_dict, result_dict
+        from edge_attn.runners.result import DeviceInfo
+
+        failed = not self.compiled if self.failed is None else self.failed
+        on_cpu = tuple(dict.fromkeys(op.op for op in self.ops if op.placement == "cpu"))
+        graph = graph_dict(self.accelerated_ops, self.total_ops, self.partitions, on_cpu)
+        device = DeviceInfo(name=self.target, soc=self.soc, runtime=self.runtime,
+                            runtime_version=self.runtime_version)
+        details = {"soc": self.soc, "htp_arch": self.htp_arch, "libraries": self.libraries,
+                   "compiled": self.compiled, "compile_seconds": self.compile_seconds,
+                   "compiled_bytes": len(self.compiled_model) if self.compiled_model is not None else None,
+                   "ops": [op.to_dict() for op in self.ops]}
+        return result_dict(target=self.target, model=self.model, device=device.to_dict(),
+                           delegate=self.target.partition(":")[0], accelerator="npu", available=True, graph=graph,
+                           failure="failed" if failed else None, problems=self.problems, details=details,
+                           note="compiled ahead of time on this machine; not run (no NPU here)" if self.compiled
+                           else None)
 
 
 def soc_models():
@@ -177,7 +190,8 @@ def compile_qnn(model, soc, *, timeout_s=DEFAULT_TIMEOUT_S, libraries=None):
         libraries=libraries.source + (" (libQnnLpai.so: empty stand-in)" if libraries.lpai_stub else ""),
         accelerated_ops=sum(op.placement == "npu" for op in ops), total_ops=len(info.ops), partitions=partitions,
         ops=tuple(ops), compiled=applied.ok, compile_seconds=round(applied.seconds, 3) if applied.ran else None,
-        problems=tuple(problems), compiled_model=applied.output if applied.ok else None)
+        problems=tuple(problems), compiled_model=applied.output if applied.ok else None,
+        model=what if what != "<bytes>" else None)
 
 
 @dataclasses.dataclass
@@ -408,8 +422,9 @@ def compile_cli(model, npu_targets, out_dir, *, json_output=False):
         print(json.dumps(manifest, indent=2))
     else:
         for entry in manifest["compiled"]:
-            print(f"{entry['target']}: {entry['accelerated_ops']}/{entry['total_ops']} ops on the NPU in "
-                  f"{entry['partitions']} partition(s), compiled in {entry['compile_seconds']:.2f} s (QNN "
-                  f"{entry['runtime_version']}) → {os.path.join(out_dir, entry['file'])}")
+            graph, details = entry["graph"], entry["details"]
+            print(f"{entry['target']}: {graph['accelerated_ops']}/{graph['total_ops']} ops on the NPU in "
+                  f"{graph['partitions']} partition(s), compiled in {details['compile_seconds']:.2f} s (QNN "
+                  f"{entry['device']['runtime_version']}) → {os.path.join(out_dir, entry['file'])}")
         print(f"CPU-only fallback: {os.path.join(out_dir, manifest['fallback']['file'])}")
     return 0

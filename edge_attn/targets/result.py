@@ -1,71 +1,40 @@
-"""One result shape for every target (GPU accelerator, NPU compile, phone, board): what ran where, how much of the
-graph the accelerator took, its numerics against a reference run, latency, and the problems found.
+"""The GPU accelerator's result, in the one shape every target shares (:mod:`edge_attn.result_shape`,
+docs/result-shape.md): what ran where, how much of the graph the accelerator took, its numerics against LiteRT's
+CPU kernels, latency, and the verdict with its symptom.
 
-``TargetResult.to_dict()`` is what ``--json`` prints and report.json holds; docs/targets.md documents the keys.
 Non-finite numbers stay floats here (an exact match has SNR ``inf``); the report writer turns them into ``null``.
 """
 
 import dataclasses
-import math
 
-import numpy as np
-
-from edge_attn.evaluate.metrics import snr_db
+from edge_attn.result_shape import Numerics, result_dict, verdict_of
+from edge_attn.runners.result import DeviceInfo, GraphPlacement
 
 __all__ = ["Numerics", "TargetResult"]
 
 
 @dataclasses.dataclass(frozen=True)
-class Numerics:
-    """A target's outputs against a reference run of the same inputs (``reference``: what produced the reference,
-    e.g. ``"cpu"`` for LiteRT's CPU kernels). ``snr_db`` is ``inf`` for identical outputs."""
-
-    reference: str
-    samples: int
-    max_abs_diff: float
-    snr_db: float
-    top1_agreement: float
-    agreement_count: int
-
-    @classmethod
-    def between(cls, reference_out, target_out, *, reference):
-        """Compare two ``(samples, ...)`` output arrays; top-1 is the argmax over each sample's flattened output.
-        Non-finite target outputs make ``max_abs_diff`` and ``snr_db`` NaN (and count as disagreeing)."""
-        ref = np.asarray(reference_out, np.float64).reshape(len(reference_out), -1)
-        out = np.asarray(target_out, np.float64).reshape(len(target_out), -1)
-        if ref.shape != out.shape:
-            raise ValueError(f"reference outputs {ref.shape} and target outputs {out.shape} differ in shape")
-        finite = bool(np.isfinite(out).all())
-        agree = int(np.sum((ref.argmax(axis=1) == out.argmax(axis=1)) & np.isfinite(out).all(axis=1)))
-        return cls(reference=reference, samples=len(ref),
-                   max_abs_diff=float(np.max(np.abs(ref - out))) if finite else math.nan,
-                   snr_db=snr_db(ref, out) if finite else math.nan,
-                   top1_agreement=agree / len(ref), agreement_count=agree)
-
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-
-@dataclasses.dataclass(frozen=True)
 class TargetResult:
-    """What one target did with one model.
+    """What one accelerator target did with one model.
 
-    ``available`` is False when the target could not be used at all (no adapter, no compiler): ``problems`` then
-    says why. ``fully_accelerated`` / ``accelerated_ops`` / ``total_ops`` are what the target itself reported
-    (None where it reports nothing). ``problems`` holds one readable line per finding that makes the result
-    unusable (wrong numbers, crashes, shader errors); an empty list on an available target means it passed.
-    ``details`` holds target-specific extras (log excerpts, set-up time, precision).
+    ``available`` is False when the target could not be used at all (no adapter): ``problems`` then says why.
+    ``graph`` is what the target itself reported (CompiledModel: only fully accelerated or not). ``problems`` holds
+    one readable line per finding that makes the result unusable (wrong numbers, crashes, shader errors); an empty
+    list on an available target means it passed. ``failure`` is the verdict those problems give: ``"failed"``
+    or ``"wrong-numbers"`` (None: none). ``latency_ms``: the shared ``{cold_start, warm, threads, times}`` block.
+    ``details`` holds target-specific extras (log excerpts, set-up time, the Vulkan driver used).
     """
 
     target: str
     available: bool
-    device: str | None = None
-    runtime_version: str | None = None
-    fully_accelerated: bool | None = None
-    accelerated_ops: int | None = None
-    total_ops: int | None = None
+    accelerator: str
+    model: str | None = None
+    device: DeviceInfo | None = None
+    graph: GraphPlacement | None = None
     numerics: Numerics | None = None
     latency_ms: dict | None = None
+    failure: str | None = None
+    note: str | None = None
     problems: tuple = ()
     details: dict = dataclasses.field(default_factory=dict)
 
@@ -73,12 +42,19 @@ class TargetResult:
     def ok(self):
         return self.available and not self.problems
 
-    def to_dict(self):
-        return {
-            "target": self.target, "available": self.available, "ok": self.ok, "device": self.device,
-            "runtime_version": self.runtime_version, "fully_accelerated": self.fully_accelerated,
-            "accelerated_ops": self.accelerated_ops, "total_ops": self.total_ops,
-            "numerics": self.numerics.to_dict() if self.numerics else None,
-            "latency_ms": self.latency_ms, "problems": list(self.problems), "details": self.details,
-        }
+    @property
+    def fully_accelerated(self):
+        return self.graph.to_dict()["fully_accelerated"] if self.graph else None
 
+    @property
+    def verdict(self):
+        return verdict_of(available=self.available, failure=self.failure, accelerator=self.accelerator,
+                          graph=self.graph.to_dict() if self.graph else None, problems=list(self.problems))[0]
+
+    def to_dict(self):
+        return result_dict(target=self.target, model=self.model,
+                           device=(self.device or DeviceInfo(name=self.target)).to_dict(),
+                           delegate=self.accelerator, accelerator=self.accelerator, available=self.available,
+                           graph=self.graph.to_dict() if self.graph else None, numerics=self.numerics,
+                           latency=self.latency_ms, failure=self.failure, note=self.note, problems=self.problems,
+                           details=self.details)
