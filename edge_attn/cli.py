@@ -339,8 +339,9 @@ def cmd_bundle(args):
         _print_rows([
             ("bundle", where), ("target", manifest["target"]), ("model", manifest["model"]["file"]),
             ("labels", f"{manifest['labels']['count']} ({manifest['labels']['source']})"),
-            ("input", f"{manifest['input']['dtype']} {manifest['input']['shape']}, scale {manifest['input']['scale']}, "
-                      f"zero point {manifest['input']['zero_point']}"),
+            ("input", f"{manifest['input']['dtype']} {manifest['input']['shape']}" + (
+                f", scale {manifest['input']['scale']}, zero point {manifest['input']['zero_point']}"
+                if manifest["input"]["scale"] is not None else "")),
             ("interface", f"{manifest['interface']['chosen']} ({manifest['interface']['reason']})"),
             ("delegates", " → ".join(manifest["delegates"]["order"])),
             ("works with", _consumer_text(manifest["consumers"])),
@@ -521,9 +522,9 @@ def build_parser():
     p.add_argument("--name", help="model file name in the bundle (default: the model file's)")
     p.add_argument("--zip", action="store_true", help="write one reproducible NAME-TARGET.zip instead of a folder")
     p.add_argument("--interface", choices=("auto", "uint8", "float32", "keep"), default="auto",
-                   help="input/output tensor types of the bundled model: auto (default: uint8, else float32, around "
-                        "an int8 image model's graph, as the Task Library and ML Model Binding need), uint8, float32, "
-                        "or keep (the model's own; the LiteRT Interpreter takes any)")
+                   help="input/output tensor types of the bundled model: auto (default: float32 around an int8 image "
+                        "model's graph, as the Task Library and ML Model Binding need), uint8 (raw 0..255 pixels in), "
+                        "float32, or keep (the model's own; the LiteRT Interpreter takes any)")
     _add_force(p)
     _add_common(p)
     p.set_defaults(func=cmd_bundle)

@@ -62,7 +62,8 @@ def model_dir(tmp_path_factory, samples):
 @pytest.fixture(scope="module")
 def android(model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("android") / "bundle"
-    return out, bundle(model_dir / "model.tflite", target="android", out=out)
+    # uint8 I/O (the default is float32): the quantization checks below read the uint8 input's parameters
+    return out, bundle(model_dir / "model.tflite", target="android", out=out, interface="uint8")
 
 
 # --- an independent reader: raw flatbuffer fields at the slots of metadata_schema.fbs -------------------------
@@ -152,8 +153,8 @@ def test_metadata_has_image_normalization_quantization_and_labels(android, model
     assert md["unit_type"] == 1 and md["mean"] == [0.0] and md["std"] == [255.0]
     assert md["files"] == [("labels.txt", 2)]  # TENSOR_AXIS_LABELS on the output
     assert md["output_name"] == "logits"
-    # an int8 image model gets a uint8 input whose quantization means the metadata's (pixel - 0) / 255
-    # (tests/test_task_library.py runs it); the metadata/manifest repeat that quantization
+    # --interface uint8 gives the int8 image model a uint8 input whose quantization means the metadata's
+    # (pixel - 0) / 255 (tests/test_task_library.py runs it); the metadata/manifest repeat that quantization
     dtype, scale, zero_point = tensor_quantization(bundled, "input")
     assert (dtype, scale, zero_point) == (tfl.TensorType.UINT8, float(np.float32(1 / 255)), 0)
     assert tensor_quantization((model_dir / "model.tflite").read_bytes(), "input")[0] == tfl.TensorType.INT8
@@ -193,6 +194,10 @@ def test_manifest_hashes_specs_delegates_and_report(android):
     assert set(checked) == {"gpu", "nnapi", "xnnpack"} and checked["nnapi"]["android_api"] == 30
     assert checked["nnapi"]["reason"].startswith("nnapi at API 30:")
     assert manifest["delegates"]["order"][-1] == "cpu"
+    consumers = {c["consumer"]: c for c in manifest["consumers"]}  # a grayscale 8×8×1 input
+    assert not consumers["Task Library ImageClassifier"]["works"]
+    assert "input shape [1, 8, 8, 1]; it takes 1×H×W×3 (RGB) images" in consumers["Task Library ImageClassifier"]["reason"]
+    assert consumers["ML Model Binding (image input)"]["works"] and consumers["LiteRT Interpreter"]["works"]
     assert manifest["evaluation"]["accuracy"]["output_snr_db"] == 30.0
     assert manifest["evaluation"]["latency_ms"]["quantized_p50"] == 0.2
     min_runtime = inspect_tflite(out / "assets" / "model.tflite").min_runtime_version

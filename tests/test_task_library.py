@@ -18,6 +18,7 @@ from ai_edge_litert.interpreter import Interpreter
 
 from edge_attn._keras import keras
 from edge_attn.bundle import bundle, check_bundle
+from edge_attn.bundle.interface import with_interface
 from edge_attn.convert import convert_model, load_recipe
 from edge_attn.errors import BadInput
 import tflite_support_env
@@ -63,7 +64,7 @@ def model_dir(tmp_path_factory, digits_rgb):
 def bundles(model_dir, tmp_path_factory):
     """Android bundles of the int8 model with each interface: name -> (model file, manifest)."""
     out = {}
-    for interface in ("auto", "float32", "keep"):
+    for interface in ("uint8", "float32", "keep"):
         folder = tmp_path_factory.mktemp(f"bundle-{interface}")
         manifest = bundle(model_dir / "model.tflite", target="android", out=folder / "b", interface=interface)
         out[interface] = (folder / "b" / manifest["model"]["file"], manifest)
@@ -133,9 +134,9 @@ print(json.dumps(results))
 @pytest.fixture(scope="module")
 def task_library_results(tflite_support_python, bundles, pngs):
     paths, _, _ = pngs
-    models = [str(bundles[k][0]) for k in ("auto", "float32", "keep")]
+    models = [str(bundles[k][0]) for k in ("uint8", "float32", "keep")]
     results = tflite_support_env.run_script(tflite_support_python, _CLASSIFY, ",".join(map(str, paths)), *models)
-    return {k: results[str(bundles[k][0])] for k in ("auto", "float32", "keep")}
+    return {k: results[str(bundles[k][0])] for k in ("uint8", "float32", "keep")}
 
 
 def _litert_logits(model_path, inputs):
@@ -160,7 +161,7 @@ def _quantize_int8(real, scale, zero_point):
 # --- tests ------------------------------------------------------------------------------------------------------
 
 def test_metadata_displayer_reads_what_we_wrote(tflite_support_python, bundles, model_dir):
-    model_file, manifest = bundles["auto"]
+    model_file, manifest = bundles["uint8"]
     shown = tflite_support_env.run_script(tflite_support_python, _DISPLAY, model_file)
     md = shown["metadata"]
     assert md["name"] == "model"
@@ -186,12 +187,12 @@ def test_metadata_displayer_reads_what_we_wrote(tflite_support_python, bundles, 
 def test_task_library_classifies_like_litert(task_library_results, bundles, pngs):
     """The Task Library decodes each PNG, feeds the uint8 pixels and dequantizes the uint8 logits itself: its
     categories (labels from the packed labels.txt, scores) equal LiteRT's on the same pixels."""
-    model_file, manifest = bundles["auto"]
+    model_file, manifest = bundles["uint8"]
     assert manifest["interface"]["chosen"] == "uint8"
     _, pixels, truth = pngs
     reference, out_scale = _litert_logits(model_file, pixels)
     names = (model_file.parent / "labels.txt").read_text().splitlines()
-    images = task_library_results["auto"]["images"]
+    images = task_library_results["uint8"]["images"]
     assert len(images) == IMAGES
     for categories, logits in zip(images, reference):
         assert [c[0] for c in categories][:1] == [int(np.argmax(logits))]
@@ -239,11 +240,15 @@ def test_task_library_refuses_int8_and_check_bundle_says_so(task_library_results
         "Task Library ImageClassifier"]["reason"]
 
 
-def test_uint8_interface_equals_int8_up_to_the_requantization(bundles, model_dir, digits_rgb):
+@pytest.mark.parametrize("mean, std", [(0, 255), (10, 300)])
+def test_uint8_interface_equals_int8_up_to_the_requantization(model_dir, digits_rgb, tmp_path, mean, std):
     """The uint8-I/O model computes exactly what the int8 model computes on the int8 values its QUANTIZE op
-    makes from the pixels; those values are the app-side quantization round((p / 255) / s) + z, except where
-    the kernel's fixed-point requantization rounds a tie the other way (at most one step)."""
-    model_file, manifest = bundles["auto"]
+    makes from the pixels; those values are the app-side quantization round(((p - mean) / std) / s) + z, except
+    where the kernel's fixed-point requantization rounds a tie the other way (at most one step). (0, 255) is
+    the model's own normalization (the graph's input scale is close to 1/255: a near-identity requantization);
+    (10, 300) makes the uint8 and int8 scales differ by ~15%."""
+    manifest = bundle(model_dir / "model.tflite", out=tmp_path / "b", normalization=(mean, std), interface="uint8")
+    model_file = tmp_path / "b" / manifest["model"]["file"]
     pixels = digits_rgb[0][1500:1564]
     source = model_dir / "model.tflite"
     int8 = Interpreter(model_path=str(source))
@@ -254,7 +259,7 @@ def test_uint8_interface_equals_int8_up_to_the_requantization(bundles, model_dir
     uint8.allocate_tensors()
     inp, out = uint8.get_input_details()[0], uint8.get_output_details()[0]
     assert inp["dtype"] == np.uint8 and out["dtype"] == np.uint8
-    assert inp["quantization"] == (np.float32(1 / 255.0), 0)  # the metadata's (pixel - 0) / 255
+    assert inp["quantization"] == (np.float32(1 / std), mean)  # the metadata's (pixel - mean) / std
     requantized = next(t["index"] for t in uint8.get_tensor_details() if t["name"] == inp["name"] + "_int8")
     int8.allocate_tensors()
     steps = []
@@ -262,7 +267,7 @@ def test_uint8_interface_equals_int8_up_to_the_requantization(bundles, model_dir
         uint8.set_tensor(inp["index"], p[np.newaxis])
         uint8.invoke()
         graph_input = uint8.get_tensor(requantized)
-        app_side = _quantize_int8(p[np.newaxis] / np.float32(255.0), scale, zero_point)
+        app_side = _quantize_int8((p[np.newaxis] - np.float32(mean)) / np.float32(std), scale, zero_point)
         steps.append(np.abs(graph_input.astype(int) - app_side.astype(int)))
         int8.set_tensor(int8.get_input_details()[0]["index"], graph_input)
         int8.invoke()
@@ -270,6 +275,7 @@ def test_uint8_interface_equals_int8_up_to_the_requantization(bundles, model_dir
         np.testing.assert_array_equal(uint8.get_tensor(out["index"]).astype(int), expected)
     assert out["quantization"][1] == out_zero_point + 128
     steps = np.concatenate([s.ravel() for s in steps])
+    print(f"requantization: {steps.size} values, {int((steps > 0).sum())} one step off")
     assert steps.max() <= 1 and steps.mean() < 0.01
 
 
@@ -277,15 +283,32 @@ def test_explicit_uint8_needs_a_uint8_normalization(model_dir, tmp_path):
     with pytest.raises(BadInput, match="mean 127.5 is not an integer") as error:
         bundle(model_dir / "model.tflite", out=tmp_path / "b", interface="uint8", normalization=(127.5, 127.5))
     assert error.value.what == "--interface" and not (tmp_path / "b").exists()
-    # auto falls back to float32 for such a normalization, and the Task Library verdict stays positive
+    # the default (auto) is float32 edges, which any normalization allows; the Task Library takes them
     manifest = bundle(model_dir / "model.tflite", out=tmp_path / "c", normalization=(127.5, 127.5))
-    assert manifest["interface"]["chosen"] == "float32"
+    assert manifest["interface"]["chosen"] == "float32" and manifest["interface"]["requested"] == "auto"
     assert {c["consumer"]: c["works"] for c in manifest["consumers"]}["Task Library ImageClassifier"]
+    # a float model keeps its tensors
+    float_model = tmp_path / "float.tflite"
+    float_model.write_bytes(with_interface((model_dir / "model.tflite").read_bytes(), "float32"))
+    assert bundle(float_model, out=tmp_path / "d")["interface"]["chosen"] == "keep"
+
+
+def test_xnnpack_takes_float32_edges_but_not_uint8_ones(bundles):
+    """Why auto is float32: edge_attn's XNNPACK rules (it requantizes within one signedness only) keep the
+    float32 QUANTIZE/DEQUANTIZE in the delegated graph and leave the uint8 <-> int8 ones to the CPU."""
+    def rejected(interface):
+        checked = {d["delegate"]: d for d in bundles[interface][1]["delegates"]["checked"]}["xnnpack"]
+        return checked["ops"] - checked["supported_ops"], checked["reason"]
+
+    keep, _ = rejected("keep")
+    assert rejected("float32")[0] == keep
+    uint8_rejected, reason = rejected("uint8")
+    assert uint8_rejected == keep + 2 and "requantize uint8 -> int8" in reason
 
 
 def test_uint8_quantization_that_contradicts_the_metadata_is_a_problem(bundles, tmp_path):
     """Re-bundling a uint8 model with another normalization: raw pixels would not mean (pixel - mean) / std."""
-    model_file, _ = bundles["auto"]
+    model_file, _ = bundles["uint8"]
     manifest = bundle(model_file, out=tmp_path / "b", interface="keep", normalization=(127.0, 2.0))
     problems = check_bundle(tmp_path / "b").problems
     assert len(problems) == 1 and "does not mean the metadata's normalization" in problems[0]

@@ -15,7 +15,7 @@ Layout (``android`` / ``ios``)::
 depends on the time or the machine (no timestamps, no absolute paths, fixed zip entry times), so the same
 inputs give byte-identical bundles. Outputs are staged and moved into place only when complete.
 
-An int8 image classifier gets uint8 (or float32) input and output tensors around its unchanged int8 graph
+An int8 image classifier gets float32 (or, asked for, uint8) input and output tensors around its unchanged int8 graph
 (:mod:`edge_attn.bundle.interface`), because the Task Library and ML Model Binding refuse int8 tensors; the
 manifest's ``interface`` says what was done and ``consumers`` which runtimes take the bundled model.
 """
@@ -60,9 +60,9 @@ def bundle(model_tflite, target="android", labels=None, out="bundle", name=None,
     ``report.json`` beside the model, else the class ids ``0..N-1``). ``name``: the model file's base name in
     the bundle (default: the model file's). ``normalization``: ``(mean, std)`` an app applies to 0..255 pixels
     before quantizing (default: derived from the data scaling in ``report.json``, else identity).
-    ``interface``: the bundled model's input/output tensor types — ``auto`` (uint8, else float32, around an
-    int8 image model's graph, so the Task Library takes it; other models as they are), ``uint8``, ``float32``
-    or ``keep`` (see :mod:`edge_attn.bundle.interface`).
+    ``interface``: the bundled model's input/output tensor types — ``auto`` (float32 around an int8 image
+    model's graph, so the Task Library takes it; other models as they are), ``uint8``, ``float32`` or ``keep``
+    (see :mod:`edge_attn.bundle.interface`).
     Every input is checked before anything is written; a bad one is a :class:`BadInput` naming it.
     """
     from edge_attn.pipeline import staged_outputs
@@ -246,7 +246,11 @@ def _check_model(root, model_file, labels_file):
     mismatch = normalization_problem(info, metadata)
     if mismatch:
         problems.append(f"{model_file}: {mismatch}")
-    return problems, model_consumers(info, metadata)
+    try:
+        consumers = model_consumers(info, metadata)
+    except Exception as e:  # damaged metadata tables beyond the ones checked above
+        return problems + [f"{model_file}: cannot judge its consumers ({type(e).__name__}: {e})"], []
+    return problems, consumers
 
 
 def _extract(archive_path, folder):

@@ -17,6 +17,10 @@ Binding image path take only uint8 or float32 image inputs and outputs; an int8 
 ``keep``
     the model's own tensors (the LiteRT Interpreter takes any type).
 
+``auto`` (the default) is float32 for int8 image models: both uint8 and float32 work with the Task Library,
+but XNNPACK requantizes only within one signedness, so a uint8 → int8 QUANTIZE is left to the CPU kernels
+(two extra partitions), while float32 QUANTIZE/DEQUANTIZE edges are delegated with the graph.
+
 LiteRT's ``modify_model_interface`` (``_pywrap_modify_model_interface``, the only part of
 ``tensorflow/lite/tools/optimize`` the TF 2.21 / ai-edge-litert wheels ship) goes the other way — it strips the
 float QUANTIZE/DEQUANTIZE edges of a float-interface model — and gives a uint8 input the int8 input's scale,
@@ -50,8 +54,10 @@ def uint8_input_quantization(mean, std):
 def choose_interface(requested, input_dtype, output_dtype, image, mean, std):
     """The interface to give the bundled model and why: ``(interface, reason)``.
 
-    ``auto`` makes int8 image models work with the Task Library: uint8 when the normalization allows it,
-    else float32; other models keep their tensors. An explicit choice that cannot be made is a BadInput.
+    ``auto`` makes int8 image models work with the Task Library with float32 edges: XNNPACK (the CPU default)
+    takes float32 QUANTIZE/DEQUANTIZE but not a uint8 → int8 requantization (it requantizes only within one
+    signedness), so uint8 edges cost it two partitions; other models keep their tensors. An explicit choice
+    that cannot be made is a BadInput.
     """
     int8_io = input_dtype == "int8" and output_dtype == "int8"
     if requested not in INTERFACES:
@@ -63,10 +69,8 @@ def choose_interface(requested, input_dtype, output_dtype, image, mean, std):
             return "keep", f"the model's tensors are already {input_dtype} in, {output_dtype} out"
         if not image:
             return "keep", "not an image input (the Task Library's image classifier does not apply)"
-        quantization, why_not = uint8_input_quantization(mean, std)
-        if quantization is None:
-            return "float32", f"float32 around the int8 graph: no uint8 input for this normalization ({why_not})"
-        return "uint8", "uint8 around the int8 graph, for the Task Library and ML Model Binding"
+        return "float32", ("float32 around the int8 graph, for the Task Library and ML Model Binding "
+                           "(XNNPACK takes float32 edges; uint8 ones it leaves to the CPU kernels)")
     if input_dtype == requested and output_dtype == requested:
         return "keep", f"the model's tensors are already {requested}"
     if not int8_io:
@@ -98,6 +102,9 @@ def with_interface(model_bytes, interface, mean=None, std=None):
         if graph.tensors[index].type != schema.TensorType.INT8 or q is None or q.scale is None or len(q.scale) != 1:
             raise BadInput("--interface", f"the model's {which} is not a per-tensor quantized int8 tensor; "
                                           "use --interface keep")
+        if not (np.isfinite(q.scale[0]) and q.scale[0] > 0):  # a requantizing QUANTIZE divides by it
+            raise BadInput("--interface", f"the model's {which} has quantization scale {q.scale[0]!r} (not a "
+                                          "positive number): the model is damaged")
     input_quant = (_quantization(*uint8_input_quantization(tuple(mean), tuple(std))[0])
                    if interface == "uint8" else None)
     input_op = _opcode(model, schema.BuiltinOperator.QUANTIZE, version=2)  # version 2: int8 output
