@@ -218,9 +218,10 @@ def test_task_library_float32_interface_matches_the_int8_model(task_library_resu
     reference, out_scale = _litert_logits(model_dir / "model.tflite", int8_inputs)
     for categories, logits in zip(task_library_results["float32"]["images"], reference):
         scores = np.array([score for index, _, score in sorted(categories)])
-        # up to one input step rounding differently at a tie: allow a few output steps
-        np.testing.assert_allclose(scores, logits, rtol=0, atol=3 * out_scale)
-        assert categories[0][0] == int(np.argmax(logits)) or np.sort(logits)[-1] - np.sort(logits)[-2] < 3 * out_scale
+        # the same int8 values reach the graph (measured: 12 of 12 images; a rounding tie between the Task
+        # Library's float normalization and numpy's could move one input a step): float rounding only
+        np.testing.assert_allclose(scores, logits, rtol=0, atol=0.01 * out_scale)
+        assert categories[0][0] == int(np.argmax(logits))
 
 
 def test_task_library_refuses_int8_and_check_bundle_says_so(task_library_results, bundles):
