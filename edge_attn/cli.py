@@ -350,7 +350,7 @@ def cmd_bundle(args):
     from edge_attn.bundle import bundle
 
     manifest = bundle(args.model, target=args.target, labels=args.labels, out=args.out, name=args.name,
-                      zip=args.zip)
+                      zip=args.zip, interface=args.interface)
     if args.json:
         print(json.dumps(manifest, indent=2))
     else:
@@ -358,22 +358,33 @@ def cmd_bundle(args):
         _print_rows([
             ("bundle", where), ("target", manifest["target"]), ("model", manifest["model"]["file"]),
             ("labels", f"{manifest['labels']['count']} ({manifest['labels']['source']})"),
-            ("input", f"{manifest['input']['dtype']} {manifest['input']['shape']}, scale {manifest['input']['scale']}, "
-                      f"zero point {manifest['input']['zero_point']}"),
+            ("input", f"{manifest['input']['dtype']} {manifest['input']['shape']}" + (
+                f", scale {manifest['input']['scale']}, zero point {manifest['input']['zero_point']}"
+                if manifest["input"]["scale"] is not None else "")),
+            ("interface", f"{manifest['interface']['chosen']} ({manifest['interface']['reason']})"),
             ("delegates", " → ".join(manifest["delegates"]["order"])),
+            ("works with", _consumer_text(manifest["consumers"])),
         ])
     return 0
 
 
-def cmd_verify_bundle(args):
-    from edge_attn.bundle import verify_bundle
+def _consumer_text(consumers):
+    works = [c["consumer"] for c in consumers if c["works"]]
+    not_with = [f"not {c['consumer']} ({c['reason']})" for c in consumers if not c["works"]]
+    return "; ".join([", ".join(works)] + not_with)
 
-    problems = verify_bundle(args.bundle)
+
+def cmd_verify_bundle(args):
+    from edge_attn.bundle import check_bundle
+
+    check = check_bundle(args.bundle)
     if args.json:
-        print(json.dumps({"bundle": args.bundle, "ok": not problems, "problems": problems}, indent=2))
+        print(json.dumps({"bundle": args.bundle} | check.to_dict(), indent=2))
     else:
-        print("\n".join(problems) if problems else f"{args.bundle}: ok")
-    return 1 if problems else 0
+        print("\n".join(check.problems) if check.problems else f"{args.bundle}: ok")
+        if check.consumers:
+            print(f"works with: {_consumer_text(check.consumers)}")
+    return 1 if check.problems else 0
 
 
 def cmd_bench(args):
@@ -532,13 +543,18 @@ def build_parser():
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--name", help="model file name in the bundle (default: the model file's)")
     p.add_argument("--zip", action="store_true", help="write one reproducible NAME-TARGET.zip instead of a folder")
+    p.add_argument("--interface", choices=("auto", "uint8", "float32", "keep"), default="auto",
+                   help="input/output tensor types of the bundled model: auto (default: float32 around an int8 image "
+                        "model's graph, as the Task Library and ML Model Binding need), uint8 (raw 0..255 pixels in), "
+                        "float32, or keep (the model's own; the LiteRT Interpreter takes any)")
     _add_force(p)
     _add_common(p)
     p.set_defaults(func=cmd_bundle)
 
     p = sub.add_parser("verify-bundle", help="re-check a bundle's hashes, metadata and labels",
                        description="Re-check every file of a bundle (folder or .zip) against its manifest, and the "
-                                   "model's metadata and labels. Exit 1 on any problem.")
+                                   "model's metadata and labels; say which consumers (LiteRT Interpreter, Task "
+                                   "Library, ML Model Binding) take the model. Exit 1 on any problem.")
     p.add_argument("bundle", help="bundle folder or .zip")
     _add_common(p)
     p.set_defaults(func=cmd_verify_bundle)

@@ -2,8 +2,9 @@
 
 The metadata is read back independently of the writer: the model's ``metadata`` list through LiteRT's
 generated TFLite schema, the ``ModelMetadata`` tables with raw flatbuffer field access at the vtable slots
-of the public ``metadata_schema.fbs`` (tensorflow/tflite-support), the labels with ``zipfile`` — and, when
-``tflite-support``'s generated module is importable, with that too. Model outputs are compared with LiteRT.
+of the public ``metadata_schema.fbs`` (tensorflow/tflite-support), the labels with ``zipfile``; and by the real
+tflite-support (``MetadataDisplayer``, the Task Library) in tests/test_task_library.py. Model outputs are
+compared with LiteRT.
 """
 
 import hashlib
@@ -61,7 +62,8 @@ def model_dir(tmp_path_factory, samples):
 @pytest.fixture(scope="module")
 def android(model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("android") / "bundle"
-    return out, bundle(model_dir / "model.tflite", target="android", out=out)
+    # uint8 I/O (the default is float32): the quantization checks below read the uint8 input's parameters
+    return out, bundle(model_dir / "model.tflite", target="android", out=out, interface="uint8")
 
 
 # --- an independent reader: raw flatbuffer fields at the slots of metadata_schema.fbs -------------------------
@@ -151,10 +153,12 @@ def test_metadata_has_image_normalization_quantization_and_labels(android, model
     assert md["unit_type"] == 1 and md["mean"] == [0.0] and md["std"] == [255.0]
     assert md["files"] == [("labels.txt", 2)]  # TENSOR_AXIS_LABELS on the output
     assert md["output_name"] == "logits"
-    # quantization is the model's own (unchanged), and the metadata/manifest repeat it
+    # --interface uint8 gives the int8 image model a uint8 input whose quantization means the metadata's
+    # (pixel - 0) / 255 (tests/test_task_library.py runs it); the metadata/manifest repeat that quantization
     dtype, scale, zero_point = tensor_quantization(bundled, "input")
-    assert (dtype, scale, zero_point) == tensor_quantization((model_dir / "model.tflite").read_bytes(), "input")
-    assert dtype == tfl.TensorType.INT8
+    assert (dtype, scale, zero_point) == (tfl.TensorType.UINT8, float(np.float32(1 / 255)), 0)
+    assert tensor_quantization((model_dir / "model.tflite").read_bytes(), "input")[0] == tfl.TensorType.INT8
+    assert manifest["interface"]["chosen"] == "uint8" and manifest["interface"]["graph"]["input"] == "int8"
     assert f"scale {scale!r}, zero point {zero_point}" in md["input_description"]
     assert manifest["input"]["scale"] == pytest.approx(scale) and manifest["input"]["zero_point"] == zero_point
     # the .tflite is also a zip holding labels.txt; the copy beside it is identical
@@ -164,22 +168,12 @@ def test_metadata_has_image_normalization_quantization_and_labels(android, model
     assert (out / "assets" / "labels.txt").read_bytes() == embedded
 
 
-def test_metadata_reads_with_tflite_support_schema(android):
-    generated = pytest.importorskip("tensorflow_lite_support.metadata.metadata_schema_py_generated")
-    out, _ = android
-    buf = bytearray(metadata_buffer((out / "assets" / "model.tflite").read_bytes()))
-    assert generated.ModelMetadata.ModelMetadataBufferHasIdentifier(buf, 0)
-    md = generated.ModelMetadataT.InitFromObj(generated.ModelMetadata.GetRootAs(buf, 0))
-    image = md.subgraphMetadata[0].inputTensorMetadata[0]
-    assert image.content.contentPropertiesType == generated.ContentProperties.ImageProperties
-    assert image.content.contentProperties.colorSpace == generated.ColorSpaceType.GRAYSCALE
-    assert list(image.processUnits[0].options.std) == [255.0]
-    label_file = md.subgraphMetadata[0].outputTensorMetadata[0].associatedFiles[0]
-    assert (label_file.name, label_file.type) == (b"labels.txt", generated.AssociatedFileType.TENSOR_AXIS_LABELS)
-
-
-def test_bundled_model_computes_the_same(android, model_dir, samples):
-    out, _ = android
+def test_bundled_model_computes_the_same(model_dir, samples, tmp_path):
+    """With ``interface="keep"`` the bundled model is the source graph plus metadata: identical outputs.
+    (The uint8 interface's numerics are tested in tests/test_task_library.py.)"""
+    out = tmp_path / "keep"
+    manifest = bundle(model_dir / "model.tflite", out=out, interface="keep")
+    assert manifest["interface"]["chosen"] == "keep" and manifest["input"]["dtype"] == "int8"
     source = run(make_interpreter(str(model_dir / "model.tflite")), samples)
     bundled = run(make_interpreter(str(out / "assets" / "model.tflite")), samples)
     np.testing.assert_array_equal(bundled, source)
@@ -194,12 +188,16 @@ def test_manifest_hashes_specs_delegates_and_report(android):
         data = (out / rel).read_bytes()
         assert entry == {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
     assert set(manifest["files"]) == {"assets/model.tflite", "assets/labels.txt", "INTEGRATION.md"}
-    assert manifest["output"]["dtype"] == "int8" and manifest["output"]["shape"] == [1, CLASSES]
+    assert manifest["output"]["dtype"] == "uint8" and manifest["output"]["shape"] == [1, CLASSES]
     assert manifest["input"]["normalization"]["std"] == [255.0]
     checked = {d["delegate"]: d for d in manifest["delegates"]["checked"]}
     assert set(checked) == {"gpu", "nnapi", "xnnpack"} and checked["nnapi"]["android_api"] == 30
     assert checked["nnapi"]["reason"].startswith("nnapi at API 30:")
     assert manifest["delegates"]["order"][-1] == "cpu"
+    consumers = {c["consumer"]: c for c in manifest["consumers"]}  # a grayscale 8×8×1 input
+    assert not consumers["Task Library ImageClassifier"]["works"]
+    assert "input shape [1, 8, 8, 1]; it takes 1×H×W×3 (RGB) images" in consumers["Task Library ImageClassifier"]["reason"]
+    assert consumers["ML Model Binding (image input)"]["works"] and consumers["LiteRT Interpreter"]["works"]
     assert manifest["evaluation"]["accuracy"]["output_snr_db"] == 30.0
     assert manifest["evaluation"]["latency_ms"]["quantized_p50"] == 0.2
     min_runtime = inspect_tflite(out / "assets" / "model.tflite").min_runtime_version

@@ -2,6 +2,7 @@
 
     manifest = bundle("out/model.tflite", target="android", out="app-bundle")
     problems = verify_bundle("app-bundle")   # [] when every file still matches the manifest
+    check = check_bundle("app-bundle")       # .problems, and .consumers: which app runtimes take the model
 
 Layout (``android`` / ``ios``)::
 
@@ -13,6 +14,10 @@ Layout (``android`` / ``ios``)::
 ``zip=True`` writes the same files as one archive ``<name>-<target>.zip`` instead. Nothing in a bundle
 depends on the time or the machine (no timestamps, no absolute paths, fixed zip entry times), so the same
 inputs give byte-identical bundles. Outputs are staged and moved into place only when complete.
+
+An int8 image classifier gets float32 (or, asked for, uint8) input and output tensors around its unchanged int8 graph
+(:mod:`edge_attn.bundle.interface`), because the Task Library and ML Model Binding refuse int8 tensors; the
+manifest's ``interface`` says what was done and ``consumers`` which runtimes take the bundled model.
 """
 
 import hashlib
@@ -22,10 +27,13 @@ import os
 import re
 import tempfile
 import zipfile
+from dataclasses import dataclass, field
 
 from edge_attn import __version__
 from edge_attn.bundle import metadata_schema as ms
+from edge_attn.bundle.consumers import model_consumers, normalization_problem
 from edge_attn.bundle.integration import integration_markdown
+from edge_attn.bundle.interface import choose_interface, with_interface
 from edge_attn.bundle.metadata import (LABELS_FILE, ZIP_EPOCH, InputSpec, associated_files, embed_metadata,
                                       read_metadata)
 from edge_attn.convert.inspect import inspect_tflite
@@ -44,13 +52,17 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _ACCURACY_KEYS = ("samples", "reference_top1", "quantized_top1", "top1_drop_pt", "top1_agreement", "output_snr_db")
 
 
-def bundle(model_tflite, target="android", labels=None, out="bundle", name=None, zip=False, normalization=None):
+def bundle(model_tflite, target="android", labels=None, out="bundle", name=None, zip=False, normalization=None,
+           interface="auto"):
     """Bundle ``model_tflite`` for ``target`` into the folder ``out``; return the manifest (a dict).
 
     ``labels``: a text file with one class name per line (default: the class names recorded in a
     ``report.json`` beside the model, else the class ids ``0..N-1``). ``name``: the model file's base name in
     the bundle (default: the model file's). ``normalization``: ``(mean, std)`` an app applies to 0..255 pixels
     before quantizing (default: derived from the data scaling in ``report.json``, else identity).
+    ``interface``: the bundled model's input/output tensor types — ``auto`` (float32 around an int8 image
+    model's graph, so the Task Library takes it; other models as they are), ``uint8``, ``float32`` or ``keep``
+    (see :mod:`edge_attn.bundle.interface`).
     Every input is checked before anything is written; a bad one is a :class:`BadInput` naming it.
     """
     from edge_attn.pipeline import staged_outputs
@@ -72,11 +84,21 @@ def bundle(model_tflite, target="android", labels=None, out="bundle", name=None,
                                    f"({MAX_CLASSES}); is this a classification model?")
     class_names, labels_source = _labels(labels, report, num_classes)
     spec, normalization_source = _input_spec(info.inputs[0], report, normalization)
+    chosen, interface_reason = choose_interface(interface, info.inputs[0].dtype, info.outputs[0].dtype,
+                                                spec.color_space is not None, spec.mean, spec.std)
+    try:
+        model = with_interface(source, chosen, spec.mean, spec.std)
+        graph_info, info = info, inspect_tflite(model)
+    except BadInput:
+        raise
+    except Exception as e:  # a damaged model can fail anywhere in the flatbuffer object API
+        raise BadInput(model_path, f"cannot put {chosen} input/output tensors around the graph "
+                                   f"({type(e).__name__}: {e}); try --interface keep") from e
 
     bundled = embed_metadata(
-        source, name=name, version=hashlib.sha256(source).hexdigest()[:12], author=f"edge_attn {__version__}",
+        model, name=name, version=hashlib.sha256(source).hexdigest()[:12], author=f"edge_attn {__version__}",
         description=_description(report), input_spec=spec,
-        input_description=_tensor_text(info.inputs[0], "input: (pixel - mean) / std per channel, then quantized"),
+        input_description=_tensor_text(info.inputs[0], _input_meaning(info.inputs[0].dtype)),
         output_description=_tensor_text(info.outputs[0], "class logits; softmax gives probabilities"),
         labels=class_names)
     folder = TARGETS[target]
@@ -88,14 +110,18 @@ def bundle(model_tflite, target="android", labels=None, out="bundle", name=None,
         "target": target,
         "model": {"file": f"{folder}/{name}.tflite", "source": os.path.basename(model_path),
                   "source_sha256": hashlib.sha256(source).hexdigest(), "metadata": ms.METADATA_NAME,
-                  "min_runtime_version": info.min_runtime_version, "fully_int8": info.fully_int8},
+                  "min_runtime_version": info.min_runtime_version, "fully_int8": graph_info.fully_int8},
+        "interface": {"requested": interface, "chosen": chosen, "reason": interface_reason,
+                      "graph": {"input": graph_info.inputs[0].dtype, "output": graph_info.outputs[0].dtype}},
         "input": _tensor_spec(info.inputs[0]) | {"normalization": {"mean": list(spec.mean), "std": list(spec.std),
                                                                    "source": normalization_source},
                                                  "color_space": spec.color_space},
         "output": _tensor_spec(info.outputs[0]) | {"meaning": "class logits"},
         "labels": {"file": f"{folder}/{LABELS_FILE}", "count": len(class_names), "source": labels_source},
-        "delegates": _delegates(info, target, report),
+        # the bundled model's flatbuffer (with its uint8/float32 edges): compat rules read op versions and options
+        "delegates": _delegates(model, target, report),
         "evaluation": _evaluation(report, report_note),
+        "consumers": model_consumers(info, read_metadata(bundled)),
     }
     files[INTEGRATION] = integration_markdown(manifest).encode("utf-8")
     manifest["files"] = {path: _file_entry(data) for path, data in sorted(files.items())}
@@ -110,10 +136,28 @@ def bundle(model_tflite, target="android", labels=None, out="bundle", name=None,
     return manifest
 
 
+@dataclass(frozen=True)
+class BundleCheck:
+    """What ``verify-bundle`` found: ``problems`` (each naming the file; empty: intact) and ``consumers``
+    (``[{"consumer", "works", "reason"}]`` for the bundled model, empty when it cannot be read)."""
+
+    problems: list = field(default_factory=list)
+    consumers: list = field(default_factory=list)
+
+    def to_dict(self):
+        return {"ok": not self.problems, "problems": list(self.problems), "consumers": list(self.consumers)}
+
+
 def verify_bundle(path):
+    """The problems :func:`check_bundle` finds in the bundle at ``path`` (empty: the bundle is intact)."""
+    return check_bundle(path).problems
+
+
+def check_bundle(path):
     """Re-check a bundle folder (or a bundle ``.zip``): every file against the manifest's size and sha256, no
     unlisted files, the model's ``TFLITE_METADATA`` present with a labels file whose line count matches the
-    output size. Returns a list of problems, each naming the file (empty: the bundle is intact)."""
+    output size, a uint8 input quantized as its normalization metadata says; and judge which consumers
+    (LiteRT Interpreter, Task Library, ML Model Binding) take the model. Returns a :class:`BundleCheck`."""
     path = os.fspath(path)
     if os.path.isfile(path) and zipfile.is_zipfile(path):
         with zipfile.ZipFile(path) as archive:
@@ -121,7 +165,7 @@ def verify_bundle(path):
                 raise BadInput(path, f"not a bundle: no {MANIFEST} in the archive")
         with tempfile.TemporaryDirectory() as folder:
             problems = _extract(path, folder)
-            return problems or verify_bundle(folder)
+            return BundleCheck(problems) if problems else check_bundle(folder)
     if not os.path.isdir(path):
         raise BadInput(path, "no such bundle folder or zip")
     manifest_path = os.path.join(path, MANIFEST)
@@ -133,7 +177,7 @@ def verify_bundle(path):
     except FileNotFoundError:
         raise BadInput(path, f"not a bundle: no {MANIFEST}") from None
     except (ValueError, KeyError, TypeError) as e:
-        return [f"{MANIFEST}: unreadable manifest ({type(e).__name__}: {e})"]
+        return BundleCheck([f"{MANIFEST}: unreadable manifest ({type(e).__name__}: {e})"])
 
     problems = []
     for rel, entry in sorted(listed.items()):
@@ -142,9 +186,11 @@ def verify_bundle(path):
                for root, _dirs, names in os.walk(path) for f in names}
     # MARKER: the file saying edge_attn created the folder (``edge-attn bundle --out``); not part of the bundle
     problems += [f"{rel}: not listed in the manifest" for rel in sorted(present - set(listed) - {MANIFEST, MARKER})]
+    consumers = []
     if model_file in present and labels_file in present:
-        problems += _check_model(path, model_file, labels_file)
-    return problems
+        model_problems, consumers = _check_model(path, model_file, labels_file)
+        problems += model_problems
+    return BundleCheck(problems, consumers)
 
 
 def _check_file(root, rel, entry):
@@ -168,12 +214,13 @@ def _check_model(root, model_file, labels_file):
     with open(os.path.join(root, model_file), "rb") as f:
         model = f.read()
     try:
-        outputs = inspect_tflite(model).outputs
+        info = inspect_tflite(model)
+        outputs = info.outputs
         metadata = read_metadata(model)
     except Exception as e:  # a damaged flatbuffer can fail anywhere in the generated parser
-        return [f"{model_file}: cannot read the model or its metadata ({type(e).__name__}: {e})"]
+        return [f"{model_file}: cannot read the model or its metadata ({type(e).__name__}: {e})"], []
     if metadata is None:
-        return [f"{model_file}: no {ms.METADATA_NAME} metadata"]
+        return [f"{model_file}: no {ms.METADATA_NAME} metadata"], []
     num_classes = int(outputs[0].shape[-1]) if outputs and outputs[0].shape else 0
     problems = []
     try:
@@ -181,7 +228,7 @@ def _check_model(root, model_file, labels_file):
         axis_labels = [f.name() for f in output_md.associated_files()
                        if f.type() == ms.AssociatedFileType.TENSOR_AXIS_LABELS]
     except (IndexError, ValueError) as e:
-        return [f"{model_file}: incomplete {ms.METADATA_NAME} ({e})"]
+        return [f"{model_file}: incomplete {ms.METADATA_NAME} ({e})"], []
     embedded = associated_files(model)
     if not axis_labels:
         problems.append(f"{model_file}: metadata names no TENSOR_AXIS_LABELS file for the output")
@@ -196,7 +243,14 @@ def _check_model(root, model_file, labels_file):
         count = len(f.read().decode("utf-8", "replace").splitlines())
     if count != num_classes:
         problems.append(f"{labels_file}: {count} labels for {num_classes} outputs")
-    return problems
+    mismatch = normalization_problem(info, metadata)
+    if mismatch:
+        problems.append(f"{model_file}: {mismatch}")
+    try:
+        consumers = model_consumers(info, metadata)
+    except Exception as e:  # damaged metadata tables beyond the ones checked above
+        return problems + [f"{model_file}: cannot judge its consumers ({type(e).__name__}: {e})"], []
+    return problems, consumers
 
 
 def _extract(archive_path, folder):
@@ -308,6 +362,14 @@ def _tensor_spec(tensor):
             "zero_point": tensor.zero_points[0] if len(tensor.zero_points) == 1 else None}
 
 
+def _input_meaning(dtype):
+    if dtype == "uint8":
+        return "input: the 0..255 pixels as they are; the quantization makes them (pixel - mean) / std"
+    if dtype in ("float32", "float16"):
+        return "input: (pixel - mean) / std per channel, as floats"
+    return "input: (pixel - mean) / std per channel, then quantized"
+
+
 def _tensor_text(tensor, meaning):
     quant = (f", scale {tensor.scales[0]!r}, zero point {tensor.zero_points[0]}"
              if len(tensor.scales) == 1 else "")
@@ -340,7 +402,7 @@ def _measured_targets(report):
     return measured
 
 
-def _delegates(info, target, report=None):
+def _delegates(model, target, report=None):
     """The delegate order an app should try: by the static rules, corrected by what the report measured.
 
     A GPU accelerator verdict in the report wins over the GPU rules: ``wrong-numbers``/``failed`` take the GPU out
@@ -351,7 +413,7 @@ def _delegates(info, target, report=None):
     measured = _measured_targets(report)
     checked, excluded = [], []
     for position, (delegate, api) in enumerate(CANDIDATE_DELEGATES[target]):
-        rules = check_compat(info, delegate, android_api=api)
+        rules = check_compat(model, delegate, android_api=api)
         op_count = len(rules.ops)
         whole = rules.supported_count == op_count and rules.partitions == 1
         entry = {"delegate": delegate, "android_api": api, "supported_ops": rules.supported_count,
