@@ -26,6 +26,7 @@ optimizer, epoch and step counters, best weights, early-stopping bookkeeping) is
 epoch and a restarted run continues after the last saved epoch.
 """
 
+import functools
 import math
 import sys
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from edge_attn.errors import BadInput
 from edge_attn.batchnorm import freeze_batch_norm
 from edge_attn.checkpoints import TrainingCheckpoints
 from edge_attn.distribute import describe, is_chief, is_distributed
+from edge_attn.resources import release_free_memory
 
 SCHEDULES = ("cosine", "step", "constant")
 MIN_BN_BATCH = 8  # fewer samples per micro-batch: BatchNormalization is frozen rather than fed noisy statistics
@@ -181,6 +183,20 @@ def distribute_dataset(strategy, dataset):
     return strategy.experimental_distribute_dataset(dataset.with_options(options))
 
 
+def _releasing_memory(function):
+    """Hand memory back to the OS after ``function``: the optimizer, its slots, the traced steps and their
+    buffers die with the training loop, and the next step (a conversion: ~1.5 GB at 224x224) should not
+    stack its peak on them (measured: 6.6 GB peak for CBAM-ResNet-50 at 224 with 2 QAT epochs without this)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        finally:
+            release_free_memory()
+    return wrapper
+
+
+@_releasing_memory
 def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32, bn_freeze_steps=None,
         early_stop_patience=None, teacher=None, distill_weight=1.0, seed=0, progress=True, desc="train",
         strategy=None, checkpoint_dir=None, resume=False, micro_batch=None):
