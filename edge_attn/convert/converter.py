@@ -47,6 +47,7 @@ from edge_attn._keras import tf
 from edge_attn.atomic import write_bytes
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.errors import BadInput
+from edge_attn.convert.requantize import drop_identity_requantize
 from edge_attn.resources import release_free_memory
 
 _IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
@@ -101,6 +102,8 @@ def convert_model(model, recipe, representative=None, *, name=None):
             del converter
             release_free_memory()  # the converter's transient copies of the graph, back to the OS
 
+    if recipe.quantization == "int8":
+        data, _ = drop_identity_requantize(data)  # float32 rounding of one scale, not a float op
     if recipe.quantization == "int8" and not recipe.allow_float_ops:
         info = inspect_tflite(data)
         float_ops = info.float_ops()

@@ -1,0 +1,76 @@
+"""Drop DEQUANTIZE → QUANTIZE pairs that requantize a tensor to (numerically) its own scale.
+
+The converter sometimes leaves ``int8 → DEQUANTIZE → float → QUANTIZE → int8`` where both int8 tensors
+carry the same quantization up to float32 rounding: one scale comes from a fake-quant op's min/max, the
+other from the converter's own calibration of the same range (seen on models whose first layer is a
+preprocessing affine — Rescaling, Normalization or a stand-alone BatchNormalization — directly after the
+input: scales 0.031751036 vs 0.031751033, the same zero point). The pair is an identity on every int8
+value whose requantization does not land exactly on a rounding boundary, yet it computes in float, so a
+full-int8 recipe refused the model. Where the scales agree to :data:`SAME_SCALE_RTOL` and the zero points
+are equal, the QUANTIZE's consumers read the DEQUANTIZE's input directly and both ops go.
+"""
+
+import numpy as np
+
+from edge_attn.convert.inspect import flatbuffer_utils, schema
+
+SAME_SCALE_RTOL = 1e-5  # float32 has ~6e-8 relative resolution: this is rounding, far from a real rescale
+
+
+def drop_identity_requantize(tflite_bytes):
+    """``(flatbuffer bytes, pairs removed)``; the input bytes unchanged when there is nothing to remove."""
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
+    removed = sum(_drop_in_subgraph(model, subgraph) for subgraph in model.subgraphs)
+    if not removed:
+        return tflite_bytes, 0
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), removed
+
+
+def _builtin(model, op):
+    code = model.operatorCodes[op.opcodeIndex]
+    return max(code.builtinCode, code.deprecatedBuiltinCode)
+
+
+def _same_quantization(a, b):
+    qa, qb = a.quantization, b.quantization
+    if qa is None or qb is None or qa.scale is None or qb.scale is None or a.type != b.type:
+        return False
+    sa, sb = np.asarray(qa.scale, np.float64), np.asarray(qb.scale, np.float64)
+    za, zb = np.asarray(qa.zeroPoint, np.int64), np.asarray(qb.zeroPoint, np.int64)
+    return (sa.shape == sb.shape and sa.size > 0 and za.shape == zb.shape
+            and bool(np.all(np.abs(sa - sb) <= SAME_SCALE_RTOL * np.abs(sb))) and bool(np.all(za == zb))
+            and (qa.quantizedDimension or 0) == (qb.quantizedDimension or 0))
+
+
+def _drop_in_subgraph(model, subgraph):
+    ops = list(subgraph.operators or [])
+    readers = {}
+    for index, op in enumerate(ops):
+        for tensor in op.inputs if op.inputs is not None else []:
+            readers.setdefault(int(tensor), []).append(index)
+    outputs = {int(t) for t in (subgraph.outputs if subgraph.outputs is not None else [])}
+    producer = {int(t): index for index, op in enumerate(ops) for t in (op.outputs if op.outputs is not None else [])}
+    dequantize, quantize = schema.BuiltinOperator.DEQUANTIZE, schema.BuiltinOperator.QUANTIZE
+    replace, dead = {}, set()
+    for index, op in enumerate(ops):
+        if _builtin(model, op) != quantize or len(op.inputs) != 1:
+            continue
+        middle, quantized = int(op.inputs[0]), int(op.outputs[0])
+        source = producer.get(middle)
+        if source is None or source in dead or _builtin(model, ops[source]) != dequantize:
+            continue
+        original = int(ops[source].inputs[0])
+        if readers.get(middle) != [index] or middle in outputs:
+            continue  # the float tensor is used elsewhere: the DEQUANTIZE must stay
+        if not _same_quantization(subgraph.tensors[original], subgraph.tensors[quantized]):
+            continue
+        replace[quantized] = replace.get(original, original)
+        dead.update((source, index))
+    if not dead:
+        return 0
+    for op in ops:
+        if op.inputs is not None:
+            op.inputs = np.array([replace.get(int(t), int(t)) for t in op.inputs], dtype=np.int32)
+    subgraph.outputs = np.array([replace.get(int(t), int(t)) for t in subgraph.outputs], dtype=np.int32)
+    subgraph.operators = [op for index, op in enumerate(ops) if index not in dead]
+    return len(dead) // 2
