@@ -149,7 +149,7 @@ def memory_needed(model, batch: int, *, training: bool) -> int:
 
 # What one training step may hold: a bound by design (the process also holds the models, the data
 # pipeline and TensorFlow itself), lowered to half of what is available on a smaller machine.
-TRAINING_STEP_BYTES = 3 * 2**30
+TRAINING_STEP_BYTES = 2 * 2**30
 
 
 def training_step_budget() -> int:
