@@ -22,7 +22,7 @@ import sys
 import threading
 import traceback
 
-from edge_attn import __version__
+from edge_attn.version import __version__
 from edge_attn.errors import BadInput, EdgeAttnError
 
 from edge_attn.distribute import CPU_REPLICAS_ENV, STRATEGIES  # cheap: no TensorFlow at import
@@ -306,7 +306,11 @@ def _jsonable(value):
 def cmd_compat(args):
     from edge_attn.delegates import check_compat, format_compat
 
-    if args.delegate in ("qnn", "openvino") or args.soc is not None:
+    if args.delegate == "openvino":
+        from edge_attn.targets.openvino import compat_openvino
+
+        return compat_openvino(args.model, args.soc, json_output=args.json)
+    if args.delegate == "qnn" or args.soc is not None:
         from edge_attn.targets.qnn import compat_qnn
 
         return compat_qnn(args.model, args.delegate, args.soc, json_output=args.json)

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from edge_attn.convert import inspect_tflite
+from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import Interpreter, OpResolverType
