@@ -47,10 +47,7 @@ import sys
 
 from edge_attn.errors import BadInput
 
-try:
-    from ai_edge_litert import schema_py_generated as schema
-except ImportError:  # pragma: no cover - ai-edge-litert is a declared dependency
-    from tensorflow.lite.python import schema_py_generated as schema
+from ai_edge_litert import schema_py_generated as schema
 
 __all__ = ["verify_tflite", "probe_tflite", "PROBE_TIMEOUT_S"]
 

@@ -8,6 +8,7 @@ and returns ``(layers to chain, their input)`` computing the same thing in float
 
 import numpy as np
 
+from edge_attn import _compat
 from edge_attn._keras import keras
 from edge_attn.layers import ChannelMax, ChannelMean
 from edge_attn.normalize.channel_pad import ChannelPad
@@ -20,7 +21,7 @@ class Unsupported(Exception):
 
 def _is_tensor(value):
     """A symbolic tensor of the model (constants are plain Python values or eager tensors)."""
-    return hasattr(value, "_keras_history")
+    return _compat.is_symbolic(value)
 
 
 def _static_ints(value, what):

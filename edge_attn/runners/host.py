@@ -161,7 +161,7 @@ def measure_interpreter(model, delegate, threads, warmup, runs, deadline):
                                              warmup, runs, deadline)
     except RuntimeError as e:  # a kernel that refuses the model only when it runs
         raise BadInput(what, f"LiteRT failed running it ({str(e).strip().splitlines()[0]})") from e
-    nodes = interpreter._get_ops_details()
+    nodes = _compat.interpreter_ops(interpreter)
     if delegate == "cpu":
         return session, no_delegate(sum(node["op_name"] != "DELEGATE" for node in nodes))
     return session, xnnpack_placement(nodes)

@@ -1,8 +1,8 @@
 """Latency and outputs of a .tflite model on a Linux board over ssh, with LiteRT in the board's own Python.
 
-The runner copies the model and :mod:`edge_attn.runners.remote_bench` with its two self-contained siblings
-(:mod:`~edge_attn.runners.timing`, :mod:`~edge_attn.runners.machine`: numpy and ``ai_edge_litert`` on the
-board are all they need) into the profile's ``remote_dir`` with OpenSSH's
+The runner copies the model and :mod:`edge_attn.runners.remote_bench` with the self-contained modules it
+imports (:mod:`~edge_attn.runners.timing`, :mod:`~edge_attn.runners.machine`, :mod:`edge_attn._compat`: numpy
+and ``ai_edge_litert`` on the board are all they need) into the profile's ``remote_dir`` with OpenSSH's
 ``scp`` (which speaks SFTP since OpenSSH 9: the board's sshd needs its sftp subsystem, as stock Debian and
 Raspberry Pi OS have), runs the script with the profile's ``python`` over ``ssh`` and reads back its JSON
 (or .npz).
@@ -45,6 +45,7 @@ import numpy as np
 from edge_attn.convert import inspect_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import dequantize, make_interpreter, quantize
+import edge_attn._compat as _compat
 import edge_attn.runners.machine as machine
 import edge_attn.runners.remote_bench as remote_bench
 import edge_attn.runners.timing as timing
@@ -60,7 +61,7 @@ HOST_PATTERN, USER_PATTERN, COMMAND_PATTERN = HOST, USER, COMMAND  # the names o
 STARTUP_GRACE_S = 60
 REMOTE_SCRIPT = remote_bench.__file__
 # The script and the self-contained modules it imports, copied together into one folder on the board.
-REMOTE_FILES = (REMOTE_SCRIPT, timing.__file__, machine.__file__)
+REMOTE_FILES = (REMOTE_SCRIPT, timing.__file__, machine.__file__, _compat.__file__)
 EMULATED_PROBLEM = "emulated board: the latency is not a device figure"
 _SSH_FAILURE = re.compile(r"ssh:|Permission denied|Host key|Connection|Could not resolve|timed out|refused",
                           re.IGNORECASE)
