@@ -31,9 +31,9 @@ from edge_attn._keras import keras, tf
 from edge_attn.errors import BadInput
 from edge_attn.batchnorm import freeze_batch_norm
 from edge_attn.checkpoints import TrainingCheckpoints
+from edge_attn.convert.recipe import SCHEDULES
 from edge_attn.distribute import describe, is_chief, is_distributed
 
-SCHEDULES = ("cosine", "step", "constant")
 
 
 @dataclass

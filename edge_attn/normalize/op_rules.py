@@ -105,22 +105,22 @@ def _operands(call):
     return x, y
 
 
-def _add(name, call):
-    x, y = _operands(call)
-    if _is_tensor(x) and _is_tensor(y):
-        return [keras.layers.Add(name=name)], [x, y]
-    tensor, constant = (x, y) if _is_tensor(x) else (y, x)
-    return [ConstantAffine(offset=_constant(constant, tensor, "add"), name=name)], tensor
+def _commutative(layer_class, affine_argument, what):
+    """The rule for ``x + y`` / ``x * y``: a Keras merge layer for two tensors (``x * x`` included), else a
+    ConstantAffine with the constant operand as its ``offset`` or ``scale``."""
+
+    def rule(name, call):
+        x, y = _operands(call)
+        if _is_tensor(x) and _is_tensor(y):
+            return [layer_class(name=name)], [x, y]
+        tensor, constant = (x, y) if _is_tensor(x) else (y, x)
+        return [ConstantAffine(**{affine_argument: _constant(constant, tensor, what)}, name=name)], tensor
+
+    return rule
 
 
-def _multiply(name, call):
-    x, y = _operands(call)
-    if _is_tensor(x) and _is_tensor(y):
-        if x is y:  # x * x
-            return [keras.layers.Multiply(name=name)], [x, x]
-        return [keras.layers.Multiply(name=name)], [x, y]
-    tensor, constant = (x, y) if _is_tensor(x) else (y, x)
-    return [ConstantAffine(scale=_constant(constant, tensor, "multiply"), name=name)], tensor
+_add = _commutative(keras.layers.Add, "offset", "add")
+_multiply = _commutative(keras.layers.Multiply, "scale", "multiply")
 
 
 def _subtract(name, call):

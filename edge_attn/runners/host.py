@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 
-from edge_attn import _compat
+import edge_attn._compat as _compat
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput

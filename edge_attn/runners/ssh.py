@@ -44,7 +44,7 @@ import numpy as np
 
 from edge_attn.convert import inspect_tflite
 from edge_attn.errors import BadInput
-from edge_attn.litert import dequantize, make_interpreter, quantize
+from edge_attn.litert import check_samples, dequantize, make_interpreter, quantize
 import edge_attn._compat as _compat
 import edge_attn.runners.machine as machine
 import edge_attn.runners.remote_bench as remote_bench
@@ -171,14 +171,7 @@ class SshRunner:
         check_settings(delegate, threads, 1, 0)
         interpreter = make_interpreter(model_path)
         input_detail, output_detail = _single_io(interpreter)
-        x = np.asarray(x)
-        expected = tuple(int(d) for d in input_detail["shape"][1:])
-        if x.ndim < 1 or len(x) == 0:
-            raise BadInput("input data", "no samples")
-        if tuple(x.shape[1:]) != expected:
-            raise BadInput("input data", f"samples have shape {tuple(x.shape[1:])}, the model expects {expected}")
-        if int(input_detail["shape"][0]) != 1:
-            raise BadInput(os.fspath(model_path), f"expected a batch size of 1, got {int(input_detail['shape'][0])}")
+        x = check_samples(x, input_detail, os.fspath(model_path))
         samples = io.BytesIO()
         np.savez(samples, x=_to_model_input(input_detail, x))
         remote_model, remote_script = self._upload(model_path)
