@@ -202,7 +202,7 @@ class Hang(Exception):
 
 def run_child(work):
     from edge_attn.bundle import bundle
-    from edge_attn.convert import inspect_tflite, probe
+    from edge_attn.convert import inspect_tflite, probe, verify
     from edge_attn.data import load_data
     from edge_attn.delegates import check_compat
     from edge_attn.errors import BadInput
