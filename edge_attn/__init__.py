@@ -5,8 +5,9 @@ Importing the package is cheap: TensorFlow is imported lazily by the modules tha
 :mod:`edge_attn._keras` (the one place that selects Keras 2).
 """
 
-__version__ = "0.1.0"
+from edge_attn.version import __version__
 
+__all__ = ["__version__"]
 
 
 def __getattr__(name):

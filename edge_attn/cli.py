@@ -22,7 +22,7 @@ import sys
 import threading
 import traceback
 
-from edge_attn import __version__
+from edge_attn.version import __version__
 from edge_attn.errors import BadInput, EdgeAttnError
 
 from edge_attn.distribute import CPU_REPLICAS_ENV, STRATEGIES  # cheap: no TensorFlow at import
@@ -34,6 +34,14 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _command(sub, name, func, **parser_args):
+    """The parser of subcommand ``name``, run by ``func``, with the options every command takes."""
+    p = sub.add_parser(name, **parser_args)
+    p.set_defaults(func=func)
+    _add_common(p)
+    return p
 
 
 def _add_common(p):
@@ -65,7 +73,6 @@ def _add_model_building(p):
     p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) for registry models; default from the data")
     p.add_argument("--seed", type=_seed, default=0, help="random seed for initialisation and shuffling")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_common(p)
 
 
 def _add_force(p):
@@ -325,7 +332,11 @@ def _jsonable(value):
 def cmd_compat(args):
     from edge_attn.delegates import check_compat, format_compat
 
-    if args.delegate in ("qnn", "openvino") or args.soc is not None:
+    if args.delegate == "openvino":
+        from edge_attn.targets.openvino import compat_openvino
+
+        return compat_openvino(args.model, args.soc, json_output=args.json)
+    if args.delegate == "qnn" or args.soc is not None:
         from edge_attn.targets.qnn import compat_qnn
 
         return compat_qnn(args.model, args.delegate, args.soc, json_output=args.json)
@@ -412,21 +423,18 @@ def build_parser():
     parser.add_argument("--version", action="version", version=f"edge-attn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = sub.add_parser("models", help="list registered architectures", description="List the model zoo.")
-    _add_common(p)
-    p.set_defaults(func=cmd_models)
+    p = _command(sub, "models", cmd_models, help="list registered architectures", description="List the model zoo.")
 
-    p = sub.add_parser("train", help="train a registry model in float", description=(
+    p = _command(sub, "train", cmd_train, help="train a registry model in float", description=(
         "Train a registry model in float on a data set; writes OUT/model.keras."))
     p.add_argument("model", help="registry name (see `edge-attn models`)")
     _add_model_building(p)
     p.add_argument("--epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS, help="float training epochs")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("convert", help="quantize and convert a model to TFLite, checked against float",
-                       description="Convert a registry model (trained first in float) or a saved Keras model "
-                                   "to TFLite per a recipe; writes model.tflite, reference.keras, report.json "
-                                   "and report.html to --out.")
+    p = _command(sub, "convert", cmd_convert, help="quantize and convert a model to TFLite, checked against float",
+                 description="Convert a registry model (trained first in float) or a saved Keras model "
+                             "to TFLite per a recipe; writes model.tflite, reference.keras, report.json "
+                             "and report.html to --out.")
     p.add_argument("model", help="registry name or a .keras/.h5 file or SavedModel folder")
     p.add_argument("--recipe", required=True, help="int8-qat | int8-ptq | fp16 | f32 | dynamic | path.toml")
     _add_model_building(p)
@@ -442,11 +450,10 @@ def build_parser():
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its checkpoints in OUT/checkpoints (same settings)")
     _add_trust(p)
-    p.set_defaults(func=cmd_convert)
 
-    p = sub.add_parser("check", help="check a .tflite against its float reference",
-                       description="Accuracy, agreement, output SNR and per-layer error of a TFLite model "
-                                   "against its float Keras reference; exit 1 when a budget is missed.")
+    p = _command(sub, "check", cmd_check, help="check a .tflite against its float reference",
+                 description="Accuracy, agreement, output SNR and per-layer error of a TFLite model "
+                             "against its float Keras reference; exit 1 when a budget is missed.")
     p.add_argument("model", help="the .tflite model")
     p.add_argument("--reference", required=True, help="the float Keras model (.keras/.h5/SavedModel)")
     p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
@@ -468,14 +475,12 @@ def build_parser():
     p.add_argument("--npu", action="append", default=[],
                    help="qnn:SOC (repeatable): also compile for that NPU; the results go to `accelerators` "
                         "(the bundle's delegate order reads them); a failed compile fails the check")
-    _add_common(p)
     _add_trust(p)
-    p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("compat", help="which ops a delegate (GPU, NNAPI, XNNPACK) would take, and why not",
-                       description="Per-op delegate verdicts with reasons, from edge_attn's own rules (TFLite's "
-                                   "Analyzer claims GPU compatibility for ops the GPU delegate rejects), the "
-                                   "partitions the delegate would create, and a one-line summary.")
+    p = _command(sub, "compat", cmd_compat, help="which ops a delegate (GPU, NNAPI, XNNPACK) would take, and why not",
+                 description="Per-op delegate verdicts with reasons, from edge_attn's own rules (TFLite's "
+                             "Analyzer claims GPU compatibility for ops the GPU delegate rejects), the "
+                             "partitions the delegate would create, and a one-line summary.")
     p.add_argument("model", help="the .tflite model")
     p.add_argument("--delegate", required=True, choices=("gpu", "nnapi", "xnnpack", "qnn", "openvino"),
                    help="qnn: Qualcomm's real HTP (NPU) compiler through LiteRT's AOT plug-in, for --soc; "
@@ -493,25 +498,22 @@ def build_parser():
                         "numbers or when the accelerator is unavailable")
     p.add_argument("--data", help="with --verify: inputs to compare on (digits | file.npz | folder; default: "
                                   "seeded random inputs)")
-    _add_common(p)
-    p.set_defaults(func=cmd_compat)
 
-    p = sub.add_parser("compile", help="AOT-compile a .tflite for a Qualcomm NPU (and keep its CPU fallback)",
-                       description="Compile with Qualcomm's HTP compiler through LiteRT's AOT plug-in: writes "
-                                   "MODEL_Qualcomm_SOC.tflite (what an app ships for that SoC), MODEL.tflite (the "
-                                   "CPU-only fallback, unchanged) and compile.json. Exit 1 when the compile fails.")
+    p = _command(sub, "compile", cmd_compile,
+                 help="AOT-compile a .tflite for a Qualcomm NPU (and keep its CPU fallback)",
+                 description="Compile with Qualcomm's HTP compiler through LiteRT's AOT plug-in: writes "
+                             "MODEL_Qualcomm_SOC.tflite (what an app ships for that SoC), MODEL.tflite (the "
+                             "CPU-only fallback, unchanged) and compile.json. Exit 1 when the compile fails.")
     p.add_argument("model", help="the .tflite model")
     p.add_argument("--npu", required=True, action="append", help="qnn:SOC, e.g. qnn:SM8650 (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     _add_force(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_compile)
 
-    p = sub.add_parser("bench", help="latency of a .tflite on a device (host, adb phone, ssh board)",
-                       description="Measure latency on a device profile; with --reference, the float model is "
-                                   "measured in the same run, interleaved, and the speed-up is a ratio. "
-                                   "Exit 1 when a result is over the profile's latency budget or significantly "
-                                   "slower than its --baseline.")
+    p = _command(sub, "bench", cmd_bench, help="latency of a .tflite on a device (host, adb phone, ssh board)",
+                 description="Measure latency on a device profile; with --reference, the float model is "
+                             "measured in the same run, interleaved, and the speed-up is a ratio. "
+                             "Exit 1 when a result is over the profile's latency budget or significantly "
+                             "slower than its --baseline.")
     p.add_argument("model", help="the .tflite model")
     p.add_argument("--device", default="host", help="profile name (host, android-example, ...) or a .toml path")
     p.add_argument("--delegate", action="append", choices=("cpu", "xnnpack", "gpu", "nnapi"),
@@ -530,13 +532,11 @@ def build_parser():
     p.add_argument("--min-effect", type=float, metavar="FRACTION",
                    help="smallest p50 slowdown that counts as a regression (default 0.10: 10%%)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_common(p)
-    p.set_defaults(func=cmd_bench)
 
-    p = sub.add_parser("bundle", help="app-ready Android / iOS assets with TFLite metadata and a manifest",
-                       description="Embed TFLite metadata (normalization, labels) in the model and lay it out for "
-                                   "an Android (assets/) or iOS (Resources/) project, with a manifest (hashes, "
-                                   "tensor specs, delegate order) and INTEGRATION.md.")
+    p = _command(sub, "bundle", cmd_bundle, help="app-ready Android / iOS assets with TFLite metadata and a manifest",
+                 description="Embed TFLite metadata (normalization, labels) in the model and lay it out for "
+                             "an Android (assets/) or iOS (Resources/) project, with a manifest (hashes, "
+                             "tensor specs, delegate order) and INTEGRATION.md.")
     p.add_argument("model", help="the .tflite model (a report.json beside it supplies labels and accuracy)")
     p.add_argument("--target", required=True, choices=("android", "ios"))
     p.add_argument("--labels", help="class names, one per line (default: from report.json, else class ids)")
@@ -548,28 +548,22 @@ def build_parser():
                         "model's graph, as the Task Library and ML Model Binding need), uint8 (raw 0..255 pixels in), "
                         "float32, or keep (the model's own; the LiteRT Interpreter takes any)")
     _add_force(p)
-    _add_common(p)
-    p.set_defaults(func=cmd_bundle)
 
-    p = sub.add_parser("verify-bundle", help="re-check a bundle's hashes, metadata and labels",
-                       description="Re-check every file of a bundle (folder or .zip) against its manifest, and the "
-                                   "model's metadata and labels; say which consumers (LiteRT Interpreter, Task "
-                                   "Library, ML Model Binding) take the model. Exit 1 on any problem.")
+    p = _command(sub, "verify-bundle", cmd_verify_bundle, help="re-check a bundle's hashes, metadata and labels",
+                 description="Re-check every file of a bundle (folder or .zip) against its manifest, and the "
+                             "model's metadata and labels; say which consumers (LiteRT Interpreter, Task "
+                             "Library, ML Model Binding) take the model. Exit 1 on any problem.")
     p.add_argument("bundle", help="bundle folder or .zip")
-    _add_common(p)
-    p.set_defaults(func=cmd_verify_bundle)
 
-    p = sub.add_parser("demo", help="the whole flow on the built-in digits data set",
-                       description="Train se_resnet20 and cbam_resnet20 on digits, convert each with int8-qat "
-                                   "and int8-ptq (for contrast), check them and write reports.")
+    p = _command(sub, "demo", cmd_demo, help="the whole flow on the built-in digits data set",
+                 description="Train se_resnet20 and cbam_resnet20 on digits, convert each with int8-qat "
+                             "and int8-ptq (for contrast), check them and write reports.")
     p.add_argument("--out", default="edge-attn-demo", help="output folder (default ./edge-attn-demo)")
     _add_force(p)
     p.add_argument("--models", default="se_resnet20,cbam_resnet20", help="comma-separated registry names")
     p.add_argument("--float-epochs", type=_non_negative, default=DEFAULT_FLOAT_EPOCHS)
     p.add_argument("--epochs", type=_non_negative, help="QAT fine-tune epochs (default: the recipe's)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    _add_common(p)
-    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -8,6 +8,7 @@ app gets probabilities, as from the float model), and the check compares the log
 head input against the TFLite tensor feeding its final SOFTMAX/LOGISTIC op.
 """
 
+from edge_attn import _compat
 from edge_attn._keras import keras
 
 HEADS = ("softmax", "sigmoid")
@@ -31,7 +32,7 @@ def output_head(model):
     """"softmax" or "sigmoid" when ``model``'s single output comes out of one, else None."""
     if len(model.outputs) != 1:
         return None
-    layer = model.outputs[0]._keras_history.layer
+    layer = _compat.producing_layer(model.outputs[0])
     name = _activation_name(layer)
     return name if name in HEADS else None
 
@@ -42,7 +43,7 @@ def split_head(model):
     head = output_head(model)
     if head is None:
         return model, None
-    layer = model.outputs[0]._keras_history.layer
+    layer = _compat.producing_layer(model.outputs[0])
     layer = getattr(layer, "layer", layer)
     if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) or not layer.weights:
         logits = layer.input

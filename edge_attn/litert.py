@@ -135,13 +135,19 @@ def run(interpreter, x_float):
 
     One sample per invoke because converted models usually have a fixed batch of 1.
     """
-    input_detail = _single(interpreter.get_input_details(), "input")
-    x_float = np.asarray(x_float)
-    expected = tuple(int(d) for d in input_detail["shape"][1:])
-    if x_float.ndim < 1 or len(x_float) == 0:
-        raise BadInput("input data", "no samples")
-    if tuple(x_float.shape[1:]) != expected:
-        raise BadInput("input data", f"samples have shape {tuple(x_float.shape[1:])}, the model expects {expected}")
-    if int(input_detail["shape"][0]) != 1:
-        raise BadInput("TFLite model", f"expected a batch size of 1, got {int(input_detail['shape'][0])}")
+    x_float = check_samples(x_float, _single(interpreter.get_input_details(), "input"))
     return np.stack([invoke_sample(interpreter, sample) for sample in x_float])
+
+
+def check_samples(x, input_detail, model="TFLite model"):
+    """``x`` as an array of samples (N, ...) for a model whose single input is ``input_detail``: BadInput
+    unless there are samples, each of the input's shape, and the model takes them one at a time (batch 1)."""
+    x = np.asarray(x)
+    expected = tuple(int(d) for d in input_detail["shape"][1:])
+    if x.ndim < 1 or len(x) == 0:
+        raise BadInput("input data", "no samples")
+    if tuple(x.shape[1:]) != expected:
+        raise BadInput("input data", f"samples have shape {tuple(x.shape[1:])}, the model expects {expected}")
+    if int(input_detail["shape"][0]) != 1:
+        raise BadInput(model, f"expected a batch size of 1, got {int(input_detail['shape'][0])}")
+    return x

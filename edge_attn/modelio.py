@@ -12,6 +12,7 @@ import json
 import os
 import zipfile
 
+from edge_attn import _compat
 from edge_attn.errors import BadInput
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
@@ -90,13 +91,11 @@ def _layer_entries(config):
 def unknown_layers(config):
     """``name (class)`` of layers whose class neither Keras nor edge_attn (nor a registration) provides."""
     from edge_attn._keras import keras
-    from tf_keras.src.layers import serialization
 
     import edge_attn.layers  # noqa: F401  registers edge_attn's layers
     import edge_attn.normalize.channel_pad  # noqa: F401
 
-    serialization.populate_deserializable_objects()
-    known = serialization.LOCAL.ALL_OBJECTS
+    known = _compat.deserializable_layer_names()
     return [f"{name} ({class_name})" for name, class_name, registered in _layer_entries(config)
             if class_name not in known and keras.saving.get_registered_object(registered or class_name) is None]
 
@@ -146,7 +145,7 @@ def load_keras_model(path, trust_model_code=False):
             model = keras.models.load_model(path, compile=False, custom_objects=custom_objects)
     except Exception as error:  # corrupt archives fail in many ways (zipfile, h5py, json, ValueError)
         raise BadInput(path, f"cannot be loaded as a Keras model: {load_failure_reason(error)}") from error
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+    if not isinstance(model, keras.Model) or not _compat.is_functional(model):
         raise BadInput(path, "loaded, but it is not a functional/Sequential Keras model (subclassed or a bare SavedModel)")
     return model
 

@@ -18,7 +18,7 @@ import contextlib
 import json
 import os
 
-from edge_attn import __version__
+from edge_attn.version import __version__
 from edge_attn.atomic import interrupts_deferred, write_text
 from edge_attn.errors import BadInput
 

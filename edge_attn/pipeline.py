@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge_attn import __version__
+from edge_attn.version import __version__
 from edge_attn.errors import BadInput
 from edge_attn.failures import model_failure
 
@@ -160,7 +160,7 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True, strategy=
     checkpoint every epoch there and, resuming, continues from the last one. On a multi-worker task other
     than the chief the result has ``tflite=None``: the chief converts.
     """
-    from edge_attn.convert import convert_model
+    from edge_attn.convert.converter import convert_model
     from edge_attn.distribute import is_chief, resolve_strategy
     from edge_attn.qat import qat_finetune, quantize_aware
 
@@ -246,7 +246,8 @@ def check(reference_model, layer_reference, tflite, data, *, threads=2, runs=50,
 
 def float_tflite(model):
     """The float model as f32 TFLite: the latency baseline measured in the same run as the int8 model."""
-    from edge_attn.convert import convert_model, load_recipe
+    from edge_attn.convert.converter import convert_model
+    from edge_attn.convert.recipe import load_recipe
 
     return convert_model(model, load_recipe("f32"))
 
@@ -398,7 +399,7 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
     the result is ``{"task", "writer", "fine_tune"}`` instead of the report.
     """
     from edge_attn.checkpoints import RunCheckpoints, fingerprint
-    from edge_attn.convert import load_recipe
+    from edge_attn.convert.recipe import load_recipe
     from edge_attn.distribute import check_strategy_name, cluster_task, create_strategy
     from edge_attn.models import is_registered
 

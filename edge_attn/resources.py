@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from edge_attn import _compat
+
 MB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -114,7 +116,7 @@ LIVE_ACTIVATIONS = 6
 def largest_activation_bytes(model) -> int:
     """float32 bytes of the largest single layer output of a Keras ``model`` for one sample."""
     sizes = [4 * math.prod(d for d in output.shape[1:] if d is not None)
-             for layer in model.layers for node in layer._inbound_nodes for output in _flat(node.outputs)]
+             for layer in model.layers for node in _compat.inbound_nodes(layer) for output in _flat(node.outputs)]
     return max(sizes, default=4)
 
 
@@ -122,7 +124,7 @@ def activation_bytes(model) -> int:
     """float32 bytes of all layer outputs of a Keras ``model`` for one sample: what training keeps for
     the backward pass."""
     return sum(4 * math.prod(d for d in output.shape[1:] if d is not None)
-               for layer in model.layers for node in layer._inbound_nodes for output in _flat(node.outputs))
+               for layer in model.layers for node in _compat.inbound_nodes(layer) for output in _flat(node.outputs))
 
 
 def batch_within(model, budget_bytes: int, *, most: int = 64) -> int:

@@ -37,10 +37,10 @@ from edge_attn._keras import keras, tf
 from edge_attn.errors import BadInput
 from edge_attn.batchnorm import freeze_batch_norm
 from edge_attn.checkpoints import TrainingCheckpoints
+from edge_attn.convert.recipe import SCHEDULES
 from edge_attn.distribute import describe, is_chief, is_distributed
 from edge_attn.resources import release_free_memory
 
-SCHEDULES = ("cosine", "step", "constant")
 MIN_BN_BATCH = 8  # fewer samples per micro-batch: BatchNormalization is frozen rather than fed noisy statistics
 
 

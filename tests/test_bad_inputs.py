@@ -719,7 +719,7 @@ def no_work(monkeypatch):
         return called
 
     for module, name in ((edge_attn.training, "fit"), (edge_attn.qat, "quantize_aware"),
-                         (edge_attn.qat, "qat_finetune"), (edge_attn.convert, "convert_model")):
+                         (edge_attn.qat, "qat_finetune"), (edge_attn.convert.converter, "convert_model")):
         monkeypatch.setattr(module, name, guard(f"{module.__name__}.{name}"))
     return calls
 
@@ -812,7 +812,7 @@ REACHES_WORK = [
     ("convert-qat", "convert {keras} --recipe int8-qat --data {good_npz} --out {out} --no-progress",
      "edge_attn.qat.quantize_aware"),
     ("convert-float", "convert {keras} --recipe f32 --data {good_npz} --out {out} --no-progress",
-     "edge_attn.convert.convert_model"),
+     "edge_attn.convert.converter.convert_model"),
 ]
 
 

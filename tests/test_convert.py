@@ -133,6 +133,7 @@ def test_minimal_recipe_takes_documented_defaults(tmp_path):
     ('quantization = "int8"\nbatch_size = "1"\n', "batch_size"),  # wrong type
     ('quantization = "int8"\nbatch_size = true\n', "batch_size"),  # bool is not an int
     ('quantization = "int8"\nbatch_size = 0\n', "batch_size"),
+    ('quantization = "int8"\nbatch_size = 2\n', "batch_size"),  # checks run one sample per invoke
     ('quantization = "int8"\ncalibration_samples = 0\n', "calibration_samples"),
     ('quantization = "int8"\nallow_float_ops = "no"\n', "allow_float_ops"),
     ('quantization = "int4"\n', "quantization"),  # bad enum
@@ -153,6 +154,30 @@ def test_bad_recipe_names_file_and_field(tmp_path, text, field):
         load_recipe(path)
     assert caught.value.what == str(path)
     assert caught.value.problem.startswith(f"{field}:"), caught.value.problem
+
+
+def test_every_learning_rate_schedule_can_be_chosen_in_a_recipe(tmp_path):
+    from edge_attn.training import learning_rate_schedule
+
+    for schedule in ("cosine", "step", "constant"):
+        recipe = load_recipe(write(tmp_path, f'quantization = "int8"\nqat = true\n[fine_tune]\nschedule = "{schedule}"\n'))
+        assert recipe.fine_tune.schedule == schedule
+    rate = learning_rate_schedule("constant", 3e-4, 100)
+    assert float(rate if isinstance(rate, float) else rate(50)) == pytest.approx(3e-4)
+
+
+def test_the_python_api_trains_with_the_recipes_defaults():
+    """``qat_finetune`` called without settings fine-tunes as ``edge-attn convert`` with a default recipe does."""
+    import inspect
+
+    from edge_attn.convert.recipe import QatSettings, Recipe
+    from edge_attn.qat import qat_finetune
+
+    defaults = {name: p.default for name, p in inspect.signature(qat_finetune).parameters.items()}
+    for field in dataclasses.fields(QatSettings):
+        assert defaults[field.name] == getattr(QatSettings(), field.name), field.name
+    assert defaults["calibration_samples"] == Recipe.calibration_samples == load_recipe("int8-qat").calibration_samples
+    assert QatSettings() == load_recipe("int8-qat").fine_tune  # and the shipped recipe states the same values
 
 
 def test_unreadable_recipes(tmp_path):

@@ -202,14 +202,14 @@ class Hang(Exception):
 
 def run_child(work):
     from edge_attn.bundle import bundle
-    from edge_attn.convert import inspect_tflite, verify
+    from edge_attn.convert import inspect_tflite, probe, verify
     from edge_attn.data import load_data
     from edge_attn.delegates import check_compat
     from edge_attn.errors import BadInput
     from edge_attn.modelio import load_keras_model
     from edge_attn.pipeline import check
 
-    verify.PROBE_TIMEOUT_S = 10.0  # a slower probe is BadInput ("did not load and run it within 10 s")
+    probe.PROBE_TIMEOUT_S = 10.0  # a slower probe is BadInput ("did not load and run it within 10 s")
     base = build_base(work)
     words = structure_words(base)
     reference = load_keras_model(os.path.join(work, "reference.keras"))

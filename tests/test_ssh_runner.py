@@ -90,7 +90,7 @@ def test_benchmark_on_the_board(board, models, server):
     assert (info.name, info.cpu, info.runtime, info.emulated) == ("loopback-board", local_cpu, "ai-edge-litert", False)
     assert result.problems == ()
     scripts = [p.name for p in remote_dir.glob("scripts-*/*.py")]
-    assert sorted(scripts) == ["machine.py", "remote_bench.py", "timing.py"]  # the script and its two siblings
+    assert sorted(scripts) == ["_compat.py", "machine.py", "remote_bench.py", "timing.py"]  # the script, its siblings
     # the model was copied under its content's name; the host key went to our known_hosts, not ~/.ssh
     digest = hashlib.sha256(paths["f32"].read_bytes()).hexdigest()[:16]
     assert (remote_dir / f"model-{digest}.tflite").read_bytes() == paths["f32"].read_bytes()

@@ -17,7 +17,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
 from edge_attn.convert import convert_model, inspect_tflite, load_recipe
-from edge_attn.convert import verify
+from edge_attn.convert import probe, tflite_structure, verify
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.delegates import check_compat
 from edge_attn.errors import BadInput
@@ -350,9 +350,9 @@ def test_the_probe_stops_a_model_that_would_run_for_minutes(model, tmp_path):
 
 def test_the_probe_runs_once_per_model_and_reports_a_clean_refusal_for_its_set_up(model, monkeypatch):
     runs = []
-    real = verify._run_probe
-    monkeypatch.setattr(verify, "_run_probe", lambda data, timeout: runs.append(1) or real(data, timeout))
-    monkeypatch.setattr(verify, "_probed", {})
+    real = probe._run_probe
+    monkeypatch.setattr(probe, "_run_probe", lambda data, timeout: runs.append(1) or real(data, timeout))
+    monkeypatch.setattr(probe, "_probed", {})
     # A conv whose bias is int8: LiteRT refuses it cleanly in both set-ups ("bias->type != kTfLiteInt32").
     refused = edit(model, set_field(lambda m, s: s.tensors[s.operators[0].inputs[2]], type=schema.TensorType.INT8))
     refused = edit(refused, lambda m, s: setattr(m.buffers[s.tensors[s.operators[0].inputs[2]].buffer], "data",
@@ -377,7 +377,7 @@ def test_layouts_agree_with_the_generated_schema():
             continue
         seen.add(table)
         cls = getattr(schema, table)
-        for _slot, field, kind, detail in verify._layout(table):
+        for _slot, field, kind, detail in tflite_structure.layout(table):
             accessor = source.getsource(getattr(cls, field))
             if kind == "vector":
                 assert hasattr(cls, f"{field}AsNumpy"), (table, field)
@@ -388,7 +388,7 @@ def test_layouts_agree_with_the_generated_schema():
                 pending.append(detail)
             elif kind == "union":
                 assert "Union(" in accessor, (table, field)
-                pending.extend(verify._union_members(detail[0]).values())
+                pending.extend(tflite_structure.union_members(detail[0]).values())
     assert len(seen) > 150  # Model, its tables and every option table of the unions
 
 

@@ -19,7 +19,7 @@ from edge_attn.shipped import load_table, shipped_names
 
 QUANTIZATIONS = ("int8", "fp16", "f32", "dynamic")
 IO_TYPES = ("int8", "uint8", "float32")
-SCHEDULES = ("cosine", "step")
+SCHEDULES = ("cosine", "step", "constant")  # learning-rate schedules of the fine-tune
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +28,7 @@ class QatSettings:
 
     epochs: int = 2  # 0 = wrap the model quantize-aware and convert, no fine-tune
     learning_rate: float = 1e-4
-    schedule: str = "cosine"  # "cosine" | "step"
+    schedule: str = "cosine"  # "cosine" | "step" | "constant"
     batch_size: int = 32
     bn_freeze_steps: int = 0  # steps after which BatchNormalization statistics stop updating
     early_stop_patience: int = 2  # epochs without improvement before stopping; 0 = never stop early
@@ -95,6 +95,9 @@ def parse_recipe(table, source):
         for field in ("calibration_samples", "allow_float_ops"):
             if field in table:
                 raise BadInput(source, f"{field}: only applies to int8 recipes (remove it)")
+    if recipe.batch_size != 1:
+        raise BadInput(source, f"batch_size: edge_attn checks and runs a converted model one sample per invoke, so "
+                               f"only batch_size = 1 works end to end (got {recipe.batch_size})")
     if "fine_tune" in table and not recipe.qat:
         raise BadInput(source, "fine_tune: only applies when qat = true (remove the table or set qat = true)")
     return recipe

@@ -38,13 +38,13 @@ that carry no layer name.
 
 import numpy as np
 
+from edge_attn import _compat
 from edge_attn._keras import keras, tf
 from edge_attn.errors import BadInput
 from edge_attn.evaluate.metrics import snr_db_from_energies
 from edge_attn.litert import invoke_sample, make_interpreter, read_float
 
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
-_TFMOT_PREFIX = "quant_"
 PROBE_BYTES = 256 * 1024 * 1024  # float32 layer outputs of one sample computed at once, at most
 # Layers a converter can fold into their producer without leaving their name on any tensor. Only these
 # can take over a producer's tensor: a conv after a ReLU also has one consumer and the same shape, but it
@@ -125,18 +125,18 @@ def match_layers(float_model, interpreter):
     ``dict(name, op, detail, output)``: layer name, TFLite op type, the tensor's details and the layer's
     symbolic output in ``float_model``.
     """
-    if not getattr(float_model, "_is_graph_network", False):
+    if not _compat.is_functional(float_model):
         raise BadInput("reference model", "per-layer error needs a functional or sequential Keras model")
     graph = _LayerGraph(float_model)
     order = {layer.name: position for position, layer in enumerate(float_model.layers)}
-    ops = interpreter._get_ops_details()  # the public API has no per-op view; stable across TF/LiteRT
+    ops = _compat.interpreter_ops(interpreter)
     producer = {int(t): op for op in ops for t in op["outputs"]}
 
     # Which layer each op output computes, by name; conversion ops compute none.
     owner = {}
     for op in ops:
         for t in map(int, op["outputs"]):
-            name = interpreter._get_tensor_details(t, 0)["name"]
+            name = _compat.tensor_details(interpreter, t)["name"]
             owner[t] = None if op["op_name"] in _CONVERSION_OPS else _layer_from_tensor_name(name, order)
     outputs = interpreter.get_output_details()
     if len(outputs) == 1 and len(float_model.outputs) == 1:
@@ -166,7 +166,7 @@ def match_layers(float_model, interpreter):
     for name, (position, op_name, t) in sorted(chosen.items(), key=lambda item: item[1][0]):
         if name in graph.batch_norms and op_name == "MUL" and "ADD" in readers.get(t, []):
             continue  # the scale half of a stand-alone BN's MUL+ADD; its ADD went to a fused successor
-        detail = interpreter._get_tensor_details(t, 0)
+        detail = _compat.tensor_details(interpreter, t)
         output = graph.outputs.get(name)
         if output is None or tuple(int(d) for d in detail["shape"]) != (1, *output.shape[1:]):
             continue
@@ -179,8 +179,8 @@ def _layer_from_tensor_name(tensor_name, order):
     best = None
     for part in tensor_name.split(";"):
         for scope in part.split("/")[:-1]:  # the last component is the TF op name
-            if scope not in order and scope.startswith(_TFMOT_PREFIX):
-                scope = scope[len(_TFMOT_PREFIX):]
+            if scope not in order:
+                scope = _compat.unwrapped_name(scope)
             if scope in order and (best is None or order[scope] > order[best]):
                 best = scope
     return best
@@ -189,8 +189,9 @@ def _layer_from_tensor_name(tensor_name, order):
 class _LayerGraph:
     """The layer-level graph of a functional model: each layer's inputs and its output inside the model.
 
-    Reads the model's nodes the way ``keras.utils.plot_model`` does (``layer._inbound_nodes`` filtered by
-    ``model._network_nodes``): a layer can have nodes outside the model (a nested model's own graph).
+    Reads the model's nodes the way ``keras.utils.plot_model`` does (each layer's calls that belong to the
+    model, :func:`edge_attn._compat.calls_in_model`): a layer can have nodes outside the model (a nested
+    model's own graph).
     ``outputs`` holds only layers called once in the model with a single output tensor.
     """
 
@@ -199,9 +200,9 @@ class _LayerGraph:
         self._traceless = {layer.name for layer in model.layers if isinstance(layer, _TRACELESS_LAYERS)}
         self.batch_norms = {layer.name for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)}
         for layer in model.layers:
-            calls = [i for i in range(len(layer._inbound_nodes)) if f"{layer.name}_ib-{i}" in model._network_nodes]
-            self.inputs[layer.name] = [parent.name for i in calls
-                                       for parent in tf.nest.flatten(layer._inbound_nodes[i].inbound_layers)]
+            calls = _compat.calls_in_model(model, layer)
+            nodes = _compat.inbound_nodes(layer)
+            self.inputs[layer.name] = [parent.name for i in calls for parent in tf.nest.flatten(nodes[i].inbound_layers)]
             for parent in self.inputs[layer.name]:
                 consumers.setdefault(parent, []).append(layer.name)
             if len(calls) == 1 and tf.is_tensor(output := layer.get_output_at(calls[0])):

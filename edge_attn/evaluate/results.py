@@ -20,7 +20,7 @@ TARGET_DELEGATES = ("xnnpack", "gpu", "nnapi")
 def checked_model(tflite, path, accuracy, layers, latency, data, split, *, reference_tflite=None, budget=None):
     """The shared entries for the model ``tflite`` (bytes) at ``path``, scored on ``split`` of ``data``.
     ``budget``: keyword arguments of :func:`edge_attn.evaluate.compare.budget_verdict` (None: the defaults)."""
-    from edge_attn.convert import inspect_tflite
+    from edge_attn.convert.inspect import inspect_tflite
     from edge_attn.evaluate.compare import budget_verdict
     from edge_attn.evaluate.samples import evaluation_info
 

@@ -6,23 +6,27 @@ keeping it as size 1. Spatial attention (CBAM) pools this way; as real layers ra
 from edge_attn._keras import keras, tf
 
 
+class _ChannelReduction(keras.layers.Layer):
+    """A reduction over the last (channel) axis, keepdims: (N, ..., C) → (N, ..., 1)."""
+
+    reduce = None  # tf.reduce_mean, tf.reduce_max
+
+    def call(self, x):
+        return type(self).reduce(x, axis=-1, keepdims=True)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)[:-1].concatenate([1])
+
+
 @keras.saving.register_keras_serializable(package="edge_attn")
-class ChannelMean(keras.layers.Layer):
+class ChannelMean(_ChannelReduction):
     """Mean over the last (channel) axis, keepdims: (N, ..., C) → (N, ..., 1)."""
 
-    def call(self, x):
-        return tf.reduce_mean(x, axis=-1, keepdims=True)
-
-    def compute_output_shape(self, input_shape):
-        return tf.TensorShape(input_shape)[:-1].concatenate([1])
+    reduce = staticmethod(tf.reduce_mean)
 
 
 @keras.saving.register_keras_serializable(package="edge_attn")
-class ChannelMax(keras.layers.Layer):
+class ChannelMax(_ChannelReduction):
     """Max over the last (channel) axis, keepdims: (N, ..., C) → (N, ..., 1)."""
 
-    def call(self, x):
-        return tf.reduce_max(x, axis=-1, keepdims=True)
-
-    def compute_output_shape(self, input_shape):
-        return tf.TensorShape(input_shape)[:-1].concatenate([1])
+    reduce = staticmethod(tf.reduce_max)

@@ -46,6 +46,17 @@ def _shortcut(x, channels, stride, name):
     return batch_norm(x, name=f"{name}_shortcut_bn")
 
 
+def _branch(x, convs, name):
+    """The residual branch: conv + batch norm for each ``(filters, kernel_size, strides)``, a ReLU between
+    them; layers numbered from 1 (``_conv1``, ``_bn1``, ``_relu1``, ``_conv2``, ...)."""
+    for i, (filters, kernel_size, strides) in enumerate(convs, start=1):
+        if i > 1:
+            x = relu(x, name=f"{name}_relu{i - 1}")
+        x = conv(x, filters, kernel_size, strides, name=f"{name}_conv{i}")
+        x = batch_norm(x, name=f"{name}_bn{i}")
+    return x
+
+
 def _attention(x, attn, name, attn_kwargs):
     """Apply the attention layer chosen by ``attn`` (a key such as "se", a layer class, or None)."""
     suffix = attn if isinstance(attn, str) else "attn"
@@ -64,11 +75,7 @@ def apply_basic_block(x, filters, stride=1, attn=None, *, name, **attn_kwargs):
     ``attn_kwargs`` go to the attention layer (e.g. ``ratio=16``).
     """
     shortcut = _shortcut(x, filters, stride, name)
-    y = conv(x, filters, 3, stride, name=f"{name}_conv1")
-    y = batch_norm(y, name=f"{name}_bn1")
-    y = relu(y, name=f"{name}_relu1")
-    y = conv(y, filters, 3, 1, name=f"{name}_conv2")
-    y = batch_norm(y, name=f"{name}_bn2")
+    y = _branch(x, [(filters, 3, stride), (filters, 3, 1)], name)
     y = _attention(y, attn, name, attn_kwargs)
     return _merge(y, shortcut, name)
 
@@ -77,14 +84,7 @@ def apply_bottleneck_block(x, filters, stride=1, attn=None, *, name, **attn_kwar
     """1x1 reduce, 3x3 (strided), 1x1 expand (ResNet-50/101); output has ``4 * filters`` channels."""
     channels = filters * BOTTLENECK_EXPANSION
     shortcut = _shortcut(x, channels, stride, name)
-    y = conv(x, filters, 1, 1, name=f"{name}_conv1")
-    y = batch_norm(y, name=f"{name}_bn1")
-    y = relu(y, name=f"{name}_relu1")
-    y = conv(y, filters, 3, stride, name=f"{name}_conv2")
-    y = batch_norm(y, name=f"{name}_bn2")
-    y = relu(y, name=f"{name}_relu2")
-    y = conv(y, channels, 1, 1, name=f"{name}_conv3")
-    y = batch_norm(y, name=f"{name}_bn3")
+    y = _branch(x, [(filters, 1, 1), (filters, 3, stride), (channels, 1, 1)], name)
     y = _attention(y, attn, name, attn_kwargs)
     return _merge(y, shortcut, name)
 

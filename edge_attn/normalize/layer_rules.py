@@ -20,6 +20,7 @@ None to keep the layer; it raises :class:`Unsupported` with advice.
 
 import numpy as np
 
+from edge_attn import _compat
 from edge_attn._keras import keras, tf
 from edge_attn.normalize.elementwise import ConstantAffine, HardSigmoid, HardSwish
 from edge_attn.normalize.op_rules import Unsupported
@@ -42,15 +43,12 @@ def _activation_name(layer):
 
 def _producer(tensor):
     """(layer, its input tensors) of a symbolic tensor of the graph being rebuilt; (None, []) for inputs."""
-    history = getattr(tensor, "_keras_history", None)
-    if history is None:
+    if not _compat.is_symbolic(tensor):
         return None, []
-    layer = history.layer
+    layer = _compat.producing_layer(tensor)
     if isinstance(layer, keras.layers.InputLayer):
         return None, []
-    node = layer._inbound_nodes[history.node_index]
-    inputs = node.keras_inputs
-    return layer, list(inputs)
+    return layer, list(_compat.producing_node(tensor).keras_inputs)
 
 
 def _is_affine(layer, scale, offset):
@@ -141,12 +139,13 @@ def _split_activation(layer, name, args, kwargs, consumers):
 def _folds_into_producer(batch_norm):
     """tfmot (and TFLite) fold a BN into a linear Conv2D/DepthwiseConv2D/Dense that feeds only it (read on
     the user's graph: the rebuilt one does not know every consumer yet)."""
-    if len(batch_norm._inbound_nodes) != 1:
+    calls = _compat.inbound_nodes(batch_norm)
+    if len(calls) != 1:
         return False
-    producers = tf.nest.flatten(batch_norm._inbound_nodes[0].inbound_layers)
+    producers = tf.nest.flatten(calls[0].inbound_layers)
     producer = producers[0] if len(producers) == 1 else None
     return (isinstance(producer, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense))
-            and _activation_name(producer) == "linear" and len(producer._outbound_nodes) == 1)
+            and _activation_name(producer) == "linear" and len(_compat.outbound_nodes(producer)) == 1)
 
 
 def _activation_layer(layer, name, args, kwargs, consumers):

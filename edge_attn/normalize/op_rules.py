@@ -8,6 +8,7 @@ and returns ``(layers to chain, their input)`` computing the same thing in float
 
 import numpy as np
 
+from edge_attn import _compat
 from edge_attn._keras import keras
 from edge_attn.layers import ChannelMax, ChannelMean
 from edge_attn.normalize.channel_pad import ChannelPad
@@ -20,7 +21,7 @@ class Unsupported(Exception):
 
 def _is_tensor(value):
     """A symbolic tensor of the model (constants are plain Python values or eager tensors)."""
-    return hasattr(value, "_keras_history")
+    return _compat.is_symbolic(value)
 
 
 def _static_ints(value, what):
@@ -104,22 +105,22 @@ def _operands(call):
     return x, y
 
 
-def _add(name, call):
-    x, y = _operands(call)
-    if _is_tensor(x) and _is_tensor(y):
-        return [keras.layers.Add(name=name)], [x, y]
-    tensor, constant = (x, y) if _is_tensor(x) else (y, x)
-    return [ConstantAffine(offset=_constant(constant, tensor, "add"), name=name)], tensor
+def _commutative(layer_class, affine_argument, what):
+    """The rule for ``x + y`` / ``x * y``: a Keras merge layer for two tensors (``x * x`` included), else a
+    ConstantAffine with the constant operand as its ``offset`` or ``scale``."""
+
+    def rule(name, call):
+        x, y = _operands(call)
+        if _is_tensor(x) and _is_tensor(y):
+            return [layer_class(name=name)], [x, y]
+        tensor, constant = (x, y) if _is_tensor(x) else (y, x)
+        return [ConstantAffine(**{affine_argument: _constant(constant, tensor, what)}, name=name)], tensor
+
+    return rule
 
 
-def _multiply(name, call):
-    x, y = _operands(call)
-    if _is_tensor(x) and _is_tensor(y):
-        if x is y:  # x * x
-            return [keras.layers.Multiply(name=name)], [x, x]
-        return [keras.layers.Multiply(name=name)], [x, y]
-    tensor, constant = (x, y) if _is_tensor(x) else (y, x)
-    return [ConstantAffine(scale=_constant(constant, tensor, "multiply"), name=name)], tensor
+_add = _commutative(keras.layers.Add, "offset", "add")
+_multiply = _commutative(keras.layers.Multiply, "scale", "multiply")
 
 
 def _subtract(name, call):

@@ -16,6 +16,7 @@ layer holds arbitrary Python and is only considered when the user trusts the mod
 import inspect
 from collections import defaultdict
 
+from edge_attn import _compat
 from edge_attn._keras import keras
 from edge_attn.errors import BadInput
 from edge_attn.graph import rebuild
@@ -23,7 +24,6 @@ from edge_attn.normalize.elementwise import ConstantAffine
 from edge_attn.normalize.lambdas import recognise_lambda
 from edge_attn.normalize.layer_rules import fuse_hard_sigmoid, rule_for
 from edge_attn.normalize.op_rules import RULES, Unsupported
-from tf_keras.src.layers.core.tf_op_layer import TFOpLambda
 
 _LISTED_PER_GROUP = 3  # layer names shown per kind of refusal; the count says how many there are
 
@@ -49,7 +49,7 @@ def describe(layer):
 
 
 def _consumers(layer):
-    return [node.layer for node in layer._outbound_nodes]
+    return [node.layer for node in _compat.outbound_nodes(layer)]
 
 
 def _refusal(model, unsupported):
@@ -82,12 +82,12 @@ def normalize(model, trust_model_code=False, strict=True):
         calls[id(layer)] += 1
         name = layer.name if calls[id(layer)] == 1 else f"{layer.name}_call{calls[id(layer)]}"
         try:
-            if isinstance(layer, TFOpLambda):
+            if isinstance(layer, _compat.tf_op_lambda_class()):
                 rule = RULES.get(layer.symbol)
                 if rule is None:
                     raise Unsupported("no quantizable Keras equivalent is known; replace it with a Keras layer")
                 call = _bind(layer, args, kwargs)
-                call["_output_shape"] = tuple(layer.output_shape) if len(layer._inbound_nodes) == 1 else None
+                call["_output_shape"] = tuple(layer.output_shape) if len(_compat.inbound_nodes(layer)) == 1 else None
                 layers, inputs = rule(name, call)
             elif isinstance(layer, keras.layers.Lambda):
                 if not trust_model_code:
@@ -117,7 +117,7 @@ def normalize(model, trust_model_code=False, strict=True):
     rebuilt = rebuild(model, replace, unshare=True)
     if unsupported and strict:
         raise _refusal(model, unsupported)
-    shared = any(len(layer._inbound_nodes) > 1 for layer in model.layers)
+    shared = any(len(_compat.inbound_nodes(layer)) > 1 for layer in model.layers)
     if not grouped and not unsupported and not shared:
         return model, []  # nothing to change (zoo models): the model itself, not a copy
     rewrites = [{"from": source, "to": to, "layers": names} for (source, to), names in grouped.items()]
@@ -126,7 +126,7 @@ def normalize(model, trust_model_code=False, strict=True):
 
 def _fused(out, grouped, source, name):
     """``out``, or the HardSigmoid it completes when it is the ``* (1/6)`` of ``relu6(x + 3) * (1/6)``."""
-    layer = getattr(getattr(out, "_keras_history", None), "layer", None)
+    layer = _compat.producing_layer(out) if _compat.is_symbolic(out) else None
     if isinstance(layer, ConstantAffine):
         fused = fuse_hard_sigmoid(layer.name, out)
         if fused is not None:

@@ -15,9 +15,9 @@ inside the graph, so only running extremes are kept.
 
 import numpy as np
 
+from edge_attn import _compat
 from edge_attn._keras import keras, tf
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer
-from tensorflow_model_optimization.python.core.quantization.keras.quantize_wrapper import QuantizeWrapperV2
+from tensorflow_model_optimization.quantization.keras import QuantizeWrapperV2
 
 from edge_attn.batchnorm import frozen_batch_norm
 from edge_attn.errors import BadInput
@@ -25,17 +25,6 @@ from edge_attn.resources import batch_within, release_free_memory
 
 CALIBRATION_BYTES = 512 * 1024 * 1024  # activations of one calibration batch (float32), roughly
 MAX_BATCH = 64
-
-# Range variables that observe the wrapped layer's output (tfmot names them after the quantizer role).
-_OUTPUT_RANGES = ("output", "post_activation")
-
-
-def _range_pairs(wrapper):
-    """(role, min_var, max_var) for every activation range of a QuantizeWrapper."""
-    by_name = {v.name.rsplit("/", 1)[-1].split(":")[0]: v for v in wrapper.non_trainable_weights}
-    return [(role, by_name[f"{role}_min"], by_name[f"{role}_max"])
-            for role in _OUTPUT_RANGES if f"{role}_min" in by_name]
-
 
 def _observed_ranges(float_model, layer_names, samples, batch_size):
     """Per-layer (min, max) over ``samples``, a batch at a time, keeping only the running extremes.
@@ -89,7 +78,7 @@ def calibrate_ranges(qat_model, float_model, samples, batch_size=None):
         raise BadInput("calibration samples", "none given")
     batch_size = batch_size or calibration_batch(float_model)
     targets = [(w.layer.name, pair) for w in qat_model.layers if isinstance(w, QuantizeWrapperV2)
-               for pair in _range_pairs(w)]
+               for pair in _compat.output_ranges(w)]
     names = sorted({name for name, _ in targets})
     lows, highs, (input_low, input_high) = _observed_ranges(float_model, names, samples, batch_size)
     release_free_memory()
@@ -104,10 +93,8 @@ def calibrate_ranges(qat_model, float_model, samples, batch_size=None):
         min_var.assign(min(float(low), 0.0))
         max_var.assign(max(float(high), 0.0))
     for layer in qat_model.layers:
-        if isinstance(layer, QuantizeLayer):  # the model input's quantizer
-            for var in layer.non_trainable_weights:
-                if var.name.endswith("_min:0"):
-                    var.assign(min(input_low, 0.0))
-                elif var.name.endswith("_max:0"):
-                    var.assign(max(input_high, 0.0))
+        if _compat.is_input_quantizer(layer):
+            min_var, max_var = _compat.input_range(layer)
+            min_var.assign(min(input_low, 0.0))
+            max_var.assign(max(input_high, 0.0))
     return len(targets)

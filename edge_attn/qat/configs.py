@@ -10,14 +10,15 @@ TFLite int8 scheme (https://www.tensorflow.org/lite/performance/quantization_spe
 8-bit asymmetric per tensor, weights 8-bit symmetric.
 """
 
+from edge_attn import _compat
 from edge_attn._keras import keras
 from tensorflow_model_optimization.quantization.keras import QuantizeConfig, quantizers
-from tensorflow_model_optimization.python.core.quantization.keras.default_8bit.default_8bit_quantize_configs import (
-    NoOpQuantizeConfig,
-)
 
 from edge_attn.layers import ChannelMax, ChannelMean
 from edge_attn.normalize import ChannelPad, ConstantAffine, HardSigmoid, HardSwish
+
+
+NoOpQuantizeConfig = _compat.noop_quantize_config()
 
 
 def _activation_quantizer():

@@ -17,6 +17,7 @@ the checkpoint it restores then overwrites the ranges with the ones training had
 from edge_attn._keras import keras, tf
 import tensorflow_model_optimization as tfmot
 
+from edge_attn.convert.recipe import QatSettings, Recipe
 from edge_attn.distribute import is_distributed
 from edge_attn.qat.calibrate import calibrate_ranges
 from edge_attn.qat.configs import CUSTOM_OBJECTS
@@ -24,10 +25,15 @@ from edge_attn.resources import require_memory
 from edge_attn.training import fit
 
 
-def qat_finetune(qat, data, *, epochs, learning_rate, schedule="cosine", batch_size=32, bn_freeze_steps=50,
-                 early_stop_patience=2, calibration_samples=512, seed=0, progress=True, strategy=None,
+def qat_finetune(qat, data, *, epochs=QatSettings.epochs, learning_rate=QatSettings.learning_rate,
+                 schedule=QatSettings.schedule, batch_size=QatSettings.batch_size,
+                 bn_freeze_steps=QatSettings.bn_freeze_steps, early_stop_patience=QatSettings.early_stop_patience,
+                 calibration_samples=Recipe.calibration_samples, seed=0, progress=True, strategy=None,
                  checkpoint_dir=None, resume=False):
     """Calibrate and fine-tune ``qat`` (a :class:`edge_attn.qat.QuantizeAware`) on ``data`` in place.
+
+    The defaults are the recipes' (:class:`edge_attn.convert.recipe.QatSettings`, ``Recipe.calibration_samples``),
+    so the Python API and ``edge-attn convert`` train alike.
 
     ``epochs=0`` calibrates only. ``batch_size`` is the global batch under ``strategy``;
     ``checkpoint_dir`` and ``resume`` are :func:`edge_attn.training.fit`'s. Returns its

@@ -16,6 +16,7 @@
 
 from dataclasses import dataclass, field
 
+from edge_attn import _compat
 from edge_attn._keras import keras
 import tensorflow_model_optimization as tfmot
 
@@ -71,9 +72,10 @@ def lower_attention(model):
 
 def _producer(layer):
     """The layer feeding ``layer`` when it is called once on one input, else None."""
-    if len(layer._inbound_nodes) != 1:
+    calls = _compat.inbound_nodes(layer)
+    if len(calls) != 1:
         return None
-    parents = layer._inbound_nodes[0].parent_nodes
+    parents = calls[0].parent_nodes
     return parents[0].layer if len(parents) == 1 else None
 
 

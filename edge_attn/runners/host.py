@@ -35,7 +35,8 @@ import time
 
 import numpy as np
 
-from edge_attn.convert import inspect_tflite
+import edge_attn._compat as _compat
+from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput
 from edge_attn.litert import Interpreter, OpResolverType
@@ -161,7 +162,7 @@ def measure_interpreter(model, delegate, threads, warmup, runs, deadline):
                                              warmup, runs, deadline)
     except RuntimeError as e:  # a kernel that refuses the model only when it runs
         raise BadInput(what, f"LiteRT failed running it ({str(e).strip().splitlines()[0]})") from e
-    nodes = interpreter._get_ops_details()
+    nodes = _compat.interpreter_ops(interpreter)
     if delegate == "cpu":
         return session, no_delegate(sum(node["op_name"] != "DELEGATE" for node in nodes))
     return session, xnnpack_placement(nodes)

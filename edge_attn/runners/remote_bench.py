@@ -2,9 +2,9 @@
 or runs samples through it and sends the raw outputs back.
 
 The board has Python, numpy and ``ai_edge_litert`` (or the older ``tflite_runtime``), not edge_attn: the
-ssh runner copies this file together with its two self-contained siblings, :mod:`edge_attn.runners.timing`
-(the timing loop every runner uses) and :mod:`edge_attn.runners.machine` (the machine fingerprint), into
-one folder, and this script imports them from there. The ssh runner (:mod:`edge_attn.runners.ssh`)
+ssh runner copies this file together with the self-contained modules it imports, :mod:`edge_attn.runners.timing`
+(the timing loop every runner uses), :mod:`edge_attn.runners.machine` (the machine fingerprint) and
+:mod:`edge_attn._compat` (LiteRT's private per-op view), into one folder, and this script imports them from there. The ssh runner (:mod:`edge_attn.runners.ssh`)
 computes the statistics and does the (de)quantization on the host.
 
 Command lines (one JSON object, or an .npz, goes to stdout; anything LiteRT prints goes to stderr):
@@ -31,9 +31,11 @@ import sys
 import time
 
 if __package__:  # imported on the host, as part of edge_attn
+    import edge_attn._compat as _compat
     import edge_attn.runners.machine as machine
     import edge_attn.runners.timing as timing
 else:  # run on the board: the siblings were copied into this script's folder (sys.path[0])
+    import _compat
     import machine
     import timing
 
@@ -117,10 +119,9 @@ def _bench(interpreter_module, args):
     interpreter, session = timing.timed_session(
         lambda: _load(interpreter_module, args.model, args.delegate, args.threads),
         lambda interpreter: timing.fill_interpreter_inputs(interpreter, rng), args.warmup, args.runs, deadline)
-    ops = None
-    if hasattr(interpreter, "_get_ops_details"):
-        ops = [{"op_name": node["op_name"], "inputs": [int(t) for t in node["inputs"]],
-                "outputs": [int(t) for t in node["outputs"]]} for node in interpreter._get_ops_details()]
+    nodes = _compat.interpreter_ops(interpreter)
+    ops = None if nodes is None else [{"op_name": node["op_name"], "inputs": [int(t) for t in node["inputs"]],
+                                       "outputs": [int(t) for t in node["outputs"]]} for node in nodes]
     return {**session, "peak_memory_mb": timing.peak_rss_growth_mb(baseline_kib), "ops": ops,
             "fully_accelerated": None, **about}
 

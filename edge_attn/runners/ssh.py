@@ -1,8 +1,8 @@
 """Latency and outputs of a .tflite model on a Linux board over ssh, with LiteRT in the board's own Python.
 
-The runner copies the model and :mod:`edge_attn.runners.remote_bench` with its two self-contained siblings
-(:mod:`~edge_attn.runners.timing`, :mod:`~edge_attn.runners.machine`: numpy and ``ai_edge_litert`` on the
-board are all they need) into the profile's ``remote_dir`` with OpenSSH's
+The runner copies the model and :mod:`edge_attn.runners.remote_bench` with the self-contained modules it
+imports (:mod:`~edge_attn.runners.timing`, :mod:`~edge_attn.runners.machine`, :mod:`edge_attn._compat`: numpy
+and ``ai_edge_litert`` on the board are all they need) into the profile's ``remote_dir`` with OpenSSH's
 ``scp`` (which speaks SFTP since OpenSSH 9: the board's sshd needs its sftp subsystem, as stock Debian and
 Raspberry Pi OS have), runs the script with the profile's ``python`` over ``ssh`` and reads back its JSON
 (or .npz).
@@ -44,7 +44,8 @@ import numpy as np
 
 from edge_attn.convert import inspect_tflite
 from edge_attn.errors import BadInput
-from edge_attn.litert import dequantize, make_interpreter, quantize
+from edge_attn.litert import check_samples, dequantize, make_interpreter, quantize
+import edge_attn._compat as _compat
 import edge_attn.runners.machine as machine
 import edge_attn.runners.remote_bench as remote_bench
 import edge_attn.runners.timing as timing
@@ -60,7 +61,7 @@ HOST_PATTERN, USER_PATTERN, COMMAND_PATTERN = HOST, USER, COMMAND  # the names o
 STARTUP_GRACE_S = 60
 REMOTE_SCRIPT = remote_bench.__file__
 # The script and the self-contained modules it imports, copied together into one folder on the board.
-REMOTE_FILES = (REMOTE_SCRIPT, timing.__file__, machine.__file__)
+REMOTE_FILES = (REMOTE_SCRIPT, timing.__file__, machine.__file__, _compat.__file__)
 EMULATED_PROBLEM = "emulated board: the latency is not a device figure"
 _SSH_FAILURE = re.compile(r"ssh:|Permission denied|Host key|Connection|Could not resolve|timed out|refused",
                           re.IGNORECASE)
@@ -170,14 +171,7 @@ class SshRunner:
         check_settings(delegate, threads, 1, 0)
         interpreter = make_interpreter(model_path)
         input_detail, output_detail = _single_io(interpreter)
-        x = np.asarray(x)
-        expected = tuple(int(d) for d in input_detail["shape"][1:])
-        if x.ndim < 1 or len(x) == 0:
-            raise BadInput("input data", "no samples")
-        if tuple(x.shape[1:]) != expected:
-            raise BadInput("input data", f"samples have shape {tuple(x.shape[1:])}, the model expects {expected}")
-        if int(input_detail["shape"][0]) != 1:
-            raise BadInput(os.fspath(model_path), f"expected a batch size of 1, got {int(input_detail['shape'][0])}")
+        x = check_samples(x, input_detail, os.fspath(model_path))
         samples = io.BytesIO()
         np.savez(samples, x=_to_model_input(input_detail, x))
         remote_model, remote_script = self._upload(model_path)

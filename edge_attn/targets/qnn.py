@@ -399,10 +399,6 @@ def compat_qnn(model, delegate, soc, *, json_output=False):
     """``edge-attn compat MODEL --delegate qnn --soc SOC``: prints the placement; exit 1 when the compile failed."""
     import json
 
-    if delegate == "openvino":
-        from edge_attn.targets.openvino import compat_openvino
-
-        return compat_openvino(model, soc, json_output=json_output)
     if delegate != "qnn":
         raise BadInput("--soc", f"applies to --delegate qnn and openvino only, not {delegate}")
     if soc is None:
