@@ -79,12 +79,12 @@ def pad_shortcut_model():
 def se_resnet1d_model():
     """1D SE-ResNet block: Conv1D, GlobalAveragePooling1D, Dense, Lambda(K.reshape), Multiply, Concatenate."""
     inputs = keras.Input((16, 2))
-    x = keras.layers.Conv1D(8, 3, padding="same", activation="relu")(inputs)
-    y = keras.layers.Conv1D(8, 3, padding="same")(x)
+    x = keras.layers.Conv1D(16, 3, padding="same", activation="relu")(inputs)
+    y = keras.layers.Conv1D(16, 3, padding="same")(x)
     s = keras.layers.GlobalAveragePooling1D()(y)
     s = keras.layers.Dense(4, activation="relu")(s)
-    s = keras.layers.Dense(8, activation="sigmoid")(s)
-    s = keras.layers.Lambda(lambda t: K.reshape(t, (-1, 1, 8)))(s)
+    s = keras.layers.Dense(16, activation="sigmoid")(s)
+    s = keras.layers.Lambda(lambda t: K.reshape(t, (-1, 1, 16)))(s)
     y = keras.layers.Multiply()([y, s])
     x = keras.layers.Activation("relu")(keras.layers.Add()([x, y]))
     x = keras.layers.Concatenate()([x, keras.layers.Conv1D(4, 1)(inputs)])
