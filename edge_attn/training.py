@@ -40,6 +40,7 @@ from edge_attn.checkpoints import TrainingCheckpoints
 from edge_attn.convert.recipe import SCHEDULES
 from edge_attn.distribute import describe, is_chief, is_distributed
 from edge_attn.resources import release_free_memory
+from edge_attn.runners.settings import check_count  # the project's one count validator
 
 MIN_BN_BATCH = 8  # fewer samples per micro-batch: BatchNormalization is frozen rather than fed noisy statistics
 
@@ -235,7 +236,7 @@ def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32,
     if is_distributed(strategy) or micro_batch is None or micro_batch >= batch_size:
         micro_batch = None
     else:
-        micro_batch = _positive("micro_batch", micro_batch)
+        micro_batch = check_count("micro_batch", micro_batch)
         history.micro_batch = micro_batch
 
     def make_accumulating_step():
@@ -356,12 +357,6 @@ def fit(model, data, *, epochs, learning_rate, schedule="cosine", batch_size=32,
     if bool(state.has_best):
         model.set_weights([variable.numpy() for variable in state.best_weights])
     return history
-
-
-def _positive(name, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise BadInput(name, f"expected a positive whole number, got {value!r}")
-    return value
 
 
 def _record(state, history, epoch, global_step):
