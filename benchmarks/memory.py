@@ -68,7 +68,7 @@ def main(argv=None):
         "date": time.strftime("%Y-%m-%d %H:%M"), "command": " ".join(command[1:]).replace(str(data), "IMAGES"),
         "model": args.model, "size": args.size, "images": args.images, "epochs": args.epochs,
         "returncode": run.returncode, "killed_over_limit": run.killed_over_limit, "limit_mb": args.limit_mb,
-        "peak_tree_rss_mb": run.peak_rss_mb, "seconds": run.seconds,
+        "peak_tree_rss_mb": run.peak_rss_mb, "wait4_maxrss_mb": run.maxrss_mb, "seconds": run.seconds,
         "report_resources": report.get("resources"), "report_seconds": report.get("seconds"),
         "timeline_mb": run.samples[::10], "machine": machine,
         "stderr_tail": None if run.returncode == 0 else run.stderr[-1500:],

@@ -1,7 +1,7 @@
 """How much memory this process uses and may use: peak RSS, available memory, and a watched child run.
 
-``peak_rss()`` is the kernel's high-water mark of resident memory (``getrusage`` ``ru_maxrss``) for this
-process and, separately, for its waited-for children; ``convert`` records both in ``report.json``.
+``peak_rss()`` is the kernel's high-water mark of resident memory for this process (``VmHWM``) and, separately,
+an upper bound for its waited-for children (``ru_maxrss``); ``convert`` records both in ``report.json``.
 ``available_memory()`` is what a new allocation can get before the OOM killer strikes: the smaller of
 ``MemAvailable`` (``/proc/meminfo``) and the room left under this process's cgroup memory limit (v2
 ``memory.max`` or v1 ``memory.limit_in_bytes``). ``run_watched(cmd, limit)`` runs a command and samples
@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 from edge_attn import _compat
+from edge_attn.runners.timing import proc_status_kib
 
 MB = 1024 * 1024
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -33,10 +34,22 @@ def _maxrss_bytes(who):
     return value if sys.platform == "darwin" else value * 1024
 
 
+def _own_peak_bytes():
+    """This process's high-water resident memory since it exec'd. On Linux ``VmHWM`` (its address space's
+    own mark); not ``ru_maxrss``, which an exec'd process inherits from the process that started it: a
+    convert started from a 6 GB pytest or notebook would report 6 GB (measured: 2061 MB for a 13 MB child
+    of a 2 GB parent)."""
+    try:
+        return proc_status_kib("VmHWM") * 1024
+    except (OSError, ValueError):  # no procfs (macOS): the kernel's counter, an upper bound
+        return _maxrss_bytes(resource.RUSAGE_SELF)
+
+
 def peak_rss() -> dict:
-    """``{"peak_rss_mb", "children_peak_rss_mb"}``: the high-water resident memory of this process and the
-    largest of its finished, waited-for children (0 when none), in MiB."""
-    return {"peak_rss_mb": round(_maxrss_bytes(resource.RUSAGE_SELF) / MB, 1),
+    """``{"peak_rss_mb", "children_peak_rss_mb"}``: the high-water resident memory of this process and an
+    upper bound for its finished, waited-for children (0 when none), in MiB. The children's figure is
+    ``ru_maxrss``: a child counts at least this process's size when it was started (see :func:`run_watched`)."""
+    return {"peak_rss_mb": round(_own_peak_bytes() / MB, 1),
             "children_peak_rss_mb": round(_maxrss_bytes(resource.RUSAGE_CHILDREN) / MB, 1)}
 
 
@@ -204,16 +217,31 @@ def _children(pid):
         return []
 
 
+def _cmdline(pid):
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+
+
 def tree_rss(pid: int) -> int:
-    """Resident bytes of ``pid`` and all its descendants now."""
-    total, todo, seen = 0, [pid], set()
+    """Resident bytes of ``pid`` and all its descendants now.
+
+    A child caught between fork (or vfork) and exec still runs its parent's program: its resident pages are
+    the parent's, shared copy-on-write (or the very same memory), so adding them would count the parent
+    twice — a 3 GB converter starting a small probe process read as 6 GB. Such a child (same command line
+    as its parent) is not added; its own descendants are.
+    """
+    total, todo, seen = 0, [(pid, None)], set()
     while todo:
-        current = todo.pop()
+        current, parent_cmdline = todo.pop()
         if current in seen:
             continue
         seen.add(current)
-        total += current_rss(current)
-        todo += _children(current)
+        cmdline = _cmdline(current)
+        if parent_cmdline is None or cmdline != parent_cmdline:
+            total += current_rss(current)
+        todo += [(child, cmdline) for child in _children(current)]
     return total
 
 
@@ -222,12 +250,13 @@ class WatchedRun:
     """What :func:`run_watched` saw: exit code, peak process-tree RSS, whether it was killed for memory."""
 
     returncode: int
-    peak_rss_mb: float
-    killed_over_limit: bool
+    peak_rss_mb: float  # the largest sample of the whole process tree
+    killed_over_limit: bool  # killed by run_watched because a sample was above the limit
     seconds: float
     stdout: str
     stderr: str
     samples: list  # (seconds since start, tree RSS in MiB), one per sample
+    maxrss_mb: float = 0.0  # wait4's ru_maxrss of the child (see run_watched: over-reads for exec'd children)
 
 
 def run_watched(cmd, limit_mb: float | None = None, *, interval: float = 0.2, env=None, timeout=None) -> WatchedRun:
@@ -235,8 +264,13 @@ def run_watched(cmd, limit_mb: float | None = None, *, interval: float = 0.2, en
 
     Above ``limit_mb`` the whole tree is killed (SIGKILL to its process group) and ``killed_over_limit``
     is set: a run that would need more than the budget stops at the budget instead of pushing a shared
-    machine into its OOM killer. A sampling interval can miss a short peak; ``peak_rss_mb`` also takes
-    the child's own ``ru_maxrss`` high-water mark (exact for the top process) into account.
+    machine into its OOM killer. ``peak_rss_mb`` is the largest sample of the whole tree; a sampling
+    interval can miss a short peak. ``maxrss_mb`` is what ``wait4`` says of the child: the largest
+    ``ru_maxrss`` of it and the descendants it waited for. That is not a tree total, and it over-reads:
+    Linux hands a process that execs its pre-exec high-water mark, and a child started by (v)fork + exec
+    had its parent's pages then, so every such child "peaked" at its parent's size (measured: a convert at
+    3116 MB whose probe children never exceeded 270 MB reported 3116 MB for its children). For the top
+    process alone, ask it (``VmHWM``, as ``convert`` records in report.json; its ``ru_maxrss`` inherits too).
     """
     start = time.monotonic()
     samples, peak, killed = [], 0, False
@@ -270,13 +304,11 @@ def run_watched(cmd, limit_mb: float | None = None, *, interval: float = 0.2, en
                 break
             time.sleep(interval)
         child.returncode = os.waitstatus_to_exitcode(status)
-        own_peak = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
-        peak = max(peak, own_peak)
-        killed = killed or (limit_mb is not None and own_peak > limit_mb * MB)
+        maxrss = usage.ru_maxrss * (1 if sys.platform == "darwin" else 1024)
         for reader in readers:
             reader.join()
     return WatchedRun(child.returncode, round(peak / MB, 1), killed, round(time.monotonic() - start, 2),
-                      streams.get("stdout", ""), streams.get("stderr", ""), samples)
+                      streams.get("stdout", ""), streams.get("stderr", ""), samples, round(maxrss / MB, 1))
 
 
 def _kill_group(child):

@@ -6,7 +6,7 @@ batch's, checked by the preflight) runs in a child process whose whole process t
 (:func:`edge_attn.resources.run_watched`) and killed above the budget, so a regression fails the test
 instead of pushing a shared machine into its OOM killer. The data is a folder of 2,000 small PNGs
 resized to 224x224 on the fly: in float32 at the model's size they would be 1.2 GB, so a loader
-that materializes them shows up here. Takes ~4-6 minutes on 2 cores.
+that materializes them shows up here. Takes 9-17 minutes on a 2-core AVX2 VM (tests/conftest.py starts it first).
 
 Before the fix (one probe returning every layer's activation for batches of 64) this run was
 killed at the budget after ~90 s; with ``MEMORY_BUDGET_MB`` it fails the same way whenever a step
@@ -31,16 +31,24 @@ def test_cbam_resnet50_at_224_converts_2000_images_within_the_budget(tmp_path):
                "--data", str(data), "--input-shape", "224,224,3", "--float-epochs", "0", "--epochs", "0",
                "--runs", "3", "--no-progress", "--out", str(out)]
     run = run_watched(command, MEMORY_BUDGET_MB, interval=0.1, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
-    assert not run.killed_over_limit, (f"killed above the {MEMORY_BUDGET_MB} MB budget after {run.seconds:.0f} s "
-                                       f"(peak seen {run.peak_rss_mb:.0f} MB)")
+    peak_at = max(run.samples, key=lambda sample: sample[1], default=(0.0, 0.0))
+    seen = (f"tree sampled every 0.1 s: peak {run.peak_rss_mb:.0f} MB at {peak_at[0]:.0f} s of {run.seconds:.0f} s; "
+            f"wait4 ru_maxrss {run.maxrss_mb:.0f} MB")
+    assert not run.killed_over_limit, f"killed above the {MEMORY_BUDGET_MB} MB budget ({seen})"
     assert run.returncode == 0, run.stderr[-2000:]
-    assert run.peak_rss_mb <= MEMORY_BUDGET_MB
     report = json.loads((out / "report.json").read_text())
+    resources = report["resources"]
+    seen += (f"; convert's own VmHWM: self {resources['peak_rss_mb']:.0f} MB, "
+             f"children {resources['children_peak_rss_mb']:.0f} MB")
+    # Two readings, each exact for what it covers: the samples for the whole tree at once (children included),
+    # the kernel's high-water mark for the converter itself (a peak between two samples). wait4's ru_maxrss is
+    # not one of them: an exec'd process inherits the high-water mark of the one that started it, here this
+    # pytest process, several GB after the tests before this one (edge_attn.resources.run_watched).
+    assert run.peak_rss_mb <= MEMORY_BUDGET_MB, seen
+    assert resources["peak_rss_mb"] <= MEMORY_BUDGET_MB, seen
     assert report["data"]["samples"] == IMAGES
-    # convert's own record (getrusage) against the sampler's independent reading of /proc: the process's
-    # high-water mark is at least what any sample saw of it, and the tree total never less than it.
-    recorded = report["resources"]["peak_rss_mb"]
-    assert 0 < recorded <= run.peak_rss_mb + 1
-    assert recorded >= 0.8 * max(rss for _, rss in run.samples)
-    print(f"\npeak RSS {run.peak_rss_mb:.0f} MB (budget {MEMORY_BUDGET_MB} MB), {run.seconds:.0f} s")
-
+    # The two instruments agree: the converter's high-water mark is at least what any sample saw of the
+    # converter (the tree's largest sample less its children, which are small), and within what wait4 says.
+    assert 0 < resources["peak_rss_mb"] <= run.maxrss_mb + 1, seen
+    assert resources["peak_rss_mb"] >= 0.8 * run.peak_rss_mb, seen
+    print(f"\n{seen} (budget {MEMORY_BUDGET_MB} MB)")
