@@ -7,7 +7,8 @@ map sizes, ResNet-20 = 0.27M parameters); torchvision's ResNet-50 parameter coun
 Time: tf-keras reads a ``.keras`` archive's weights through Python 3.11's zipfile, whose backward seeks
 re-read the member from its start, so loading grows quadratically with the model (ResNet-101 takes
 minutes). The save/load round trip therefore runs by default on one depth per family (every block type,
-stem and attention layer is among them) and is marked ``slow`` for the other depths.
+stem and attention layer is among them), is marked ``slow`` for the other shallowest models of each family,
+block and attention, and ``slow`` + ``zoo_depth`` (left out by default) for the deeper ones (tests/zoo_patterns.py).
 """
 
 import json
@@ -16,6 +17,8 @@ import sys
 
 import numpy as np
 import pytest
+
+from zoo_patterns import zoo_params
 
 from edge_attn._keras import keras
 from edge_attn.errors import BadInput
@@ -56,8 +59,7 @@ def imagenet50():
 
 # --- every registered model ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name", [n if n in QUICK else pytest.param(n, marks=pytest.mark.slow)
-                                  for n in list_models()])
+@pytest.mark.parametrize("name", zoo_params(list_models(), quick=QUICK))
 def test_builds_runs_and_survives_save_and_load(small_model, name, tmp_path):
     model = small_model(name)
     assert model.name == name

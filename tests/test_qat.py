@@ -17,6 +17,7 @@ from edge_attn.models import create_model
 from edge_attn.qat import calibrate_ranges, lower_attention, qat_finetune, quantize_aware
 
 import tensorflow_model_optimization as tfmot
+from zoo_patterns import zoo_params
 
 SMALL = {"imagenet": (32, 32, 3), "cifar": (8, 8, 1), "1d": (64, 2)}
 DEFAULT_2D = ["se_resnet20", "cbam_resnet20", "resnet20", "se_resnet18", "cbam_resnet18"]
@@ -137,7 +138,7 @@ def _int8_qat_tflite(model, samples):
     return convert_model(qat.model, recipe, [s[None] for s in samples[:8]])
 
 
-@pytest.mark.parametrize("name", DEFAULT_2D + DEFAULT_1D + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW_2D])
+@pytest.mark.parametrize("name", zoo_params(DEFAULT_2D + DEFAULT_1D + SLOW_2D, quick=DEFAULT_2D + DEFAULT_1D))
 def test_zoo_model_converts_fully_int8(name):
     shape = _input_shape(name)
     model = create_model(name, input_shape=shape, classes=10)
