@@ -5,13 +5,14 @@ For each model and recipe (int8-qat, int8-ptq): fully int8 or not, top-1 agreeme
 int8 model against the float one on a held-out split (never trained on, never used for calibration or
 fine-tuning), and what normalization rewrote. Writes ``benchmarks/keras_applications.json`` and prints
 the README table. Re-measured, not copied: run ``python -m benchmarks.keras_applications`` (about an hour
-on 2 cores; ``--models MobileNetV3Small`` for one).
+on 2 cores; ``--models MobileNetV3Small`` for one). Rows are merged into the JSON model by model as each
+finishes (a model re-measured replaces its old rows), so a long run can be split or resumed; the JSON
+keeps the machine record (:mod:`benchmarks.machine`) of each model's run.
 """
 
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -100,17 +101,29 @@ def main(argv=None):
     args = parser.parse_args(argv)
     from edge_attn.data import load_data
 
+    from benchmarks.machine import machine_record
+
     data = load_data("digits", input_shape=INPUT_SHAPE)  # stratified 80/20: eval = the held-out split
-    rows = []
+    record = {"input_shape": list(INPUT_SHAPE), "float_epochs": args.epochs, "data": "digits (sklearn), 32x32x3",
+              "rows": []}
+    if os.path.exists(args.out):
+        with open(args.out) as f:
+            record = json.load(f)
     with tempfile.TemporaryDirectory(prefix="edge-attn-apps-") as out_root:
         for name in args.models.split(","):
-            rows += measure(name, data, args.epochs, out_root)
-    record = {"machine": {"cpu": platform.processor() or platform.machine(), "python": platform.python_version()},
-              "input_shape": list(INPUT_SHAPE), "float_epochs": args.epochs, "data": "digits (sklearn), 32x32x3",
-              "rows": rows}
-    with open(args.out, "w") as f:
-        json.dump(record, f, indent=2)
-    print(table(rows))
+            machine = machine_record([1])
+            rows = measure(name, data, args.epochs, out_root)
+            for row in rows:
+                row["machine"] = {"cpu": machine["cpu"]["model"], "cpus": machine["cpus"],
+                                  "load_average": machine["load_average_before"], "float_epochs": args.epochs,
+                                  "date": time.strftime("%Y-%m-%d %H:%M")}
+            order = {m: i for i, m in enumerate(DEFAULT_MODELS)}
+            record["rows"] = sorted([r for r in record["rows"] if r["model"] != name] + rows,
+                                    key=lambda r: (order.get(r["model"], len(order)), r["model"], r["recipe"]))
+            with open(args.out + ".tmp", "w") as f:
+                json.dump(record, f, indent=2)
+            os.replace(args.out + ".tmp", args.out)
+    print(table(record["rows"]))
     return 0
 
 
