@@ -164,3 +164,22 @@ def interpreter_ops(interpreter):
 def tensor_details(interpreter, index):
     """``get_tensor_details()``'s dict for the one tensor ``index`` (subgraph 0), without listing them all."""
     return interpreter._get_tensor_details(index, 0)
+
+
+# ---------------------------------------------------------------- TFLite converter (TensorFlow)
+
+
+def calibrate_only(converter):
+    """Make ``converter.convert()`` stop after calibration: it returns the float model with every tensor's
+    observed range recorded, for :func:`mlir_quantize` (what ``tf.lite.experimental.QuantizationDebugger``
+    does, ``_set_converter_options_for_calibration`` in TF's ``tools/optimize/debugging/python/debugger.py``)."""
+    converter._experimental_calibrate_only = True
+    return converter
+
+
+def mlir_quantize(calibrated, denylisted_nodes):
+    """Quantize a :func:`calibrate_only` result to int8 with float inputs/outputs, leaving the ops whose output
+    tensor names are in ``denylisted_nodes`` in float (TF's ``lite/python/convert.py``, as the debugger calls it)."""
+    from tensorflow.lite.python import convert
+
+    return convert.mlir_quantize(calibrated, denylisted_nodes=list(denylisted_nodes))

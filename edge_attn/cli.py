@@ -67,7 +67,7 @@ def cmd_models(args):
 
 def _add_model_building(p):
     """Arguments shared by the commands that build (and train) a model: data, output, shape, seed."""
-    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
+    p.add_argument("--data", required=True, help="digits | digits-glare | file.npz | folder of class folders")
     p.add_argument("--out", required=True, help="output folder")
     _add_force(p)
     p.add_argument("--input-shape", type=_input_shape, help="H,W,C (or L,C) for registry models; default from the data")
@@ -136,10 +136,18 @@ def _seed(text):
 _non_negative.__name__, _positive.__name__, _seed.__name__ = "non-negative integer", "positive integer", "integer seed"
 
 
+def _int8_verdict(report):
+    """``yes``, or ``no (why)`` from report.json's ``why_not_fully_int8`` (int16 activations, float ops, ...)."""
+    if report["fully_int8"]:
+        return "yes"
+    why = report.get("why_not_fully_int8")
+    return f"no ({why})" if why else "no"
+
+
 def _summary_rows(name, report):
     acc, lat = report["accuracy"], report["latency_ms"]
     return [
-        ("model", name), ("recipe", report["recipe"]), ("fully int8", "yes" if report["fully_int8"] else "no"),
+        ("model", name), ("recipe", report["recipe"]), ("fully int8", _int8_verdict(report)),
         ("size float → quantized", (f"{report['reference_model']['bytes'] / 1024:.1f} → " if report.get("reference_model")
                                     else "") + f"{report['model']['bytes'] / 1024:.1f} KiB"),
         ("top-1 float → quantized", f"{acc['reference_top1']:.4f} → {acc['quantized_top1']:.4f} "
@@ -149,9 +157,16 @@ def _summary_rows(name, report):
         *_parity_row(report),
         ("latency p50 float → quantized", f"{lat['reference']['p50']:.2f} → {lat['quantized']['p50']:.2f} ms "
                                           f"({lat['threads']} threads)"),
-        ("budget (check's defaults)", "passed" if report["budget"]["passed"]
-                                      else "FAILED: " + "; ".join(report["budget"]["failures"])),
+        ("budget", ("passed" if report["budget"]["passed"] else "FAILED: " + "; ".join(report["budget"]["failures"]))
+                   + _budget_terms(report["budget"])),
     ]
+
+
+def _budget_terms(budget):
+    terms = [f"drop <= {budget['max_drop']:g} pt", f"agreement >= {budget['min_agreement']:g}"]
+    if budget.get("min_snr_db") is not None:
+        terms.append(f"SNR >= {budget['min_snr_db']:g} dB")
+    return " (" + ", ".join(terms) + ")"
 
 
 def _parity_row(report):
@@ -199,21 +214,48 @@ def cmd_train(args):
     return 0
 
 
+def _add_budget(p):
+    p.add_argument("--max-drop", type=float, default=1.0, help="largest allowed top-1 drop in points (default 1.0)")
+    p.add_argument("--min-agreement", type=float, default=0.98, help="smallest allowed top-1 agreement (default 0.98)")
+    p.add_argument("--min-snr-db", type=float, default=25.0,
+                   help="smallest allowed output SNR vs float in dB (default 25: below it ranges are usually wrong)")
+
+
 def cmd_convert(args):
     from edge_attn.pipeline import run_convert
 
     report = run_convert(args.model, args.recipe, args.data, args.out, input_shape=args.input_shape,
                          epochs=args.epochs, float_epochs=args.float_epochs, threads=args.threads, runs=args.runs,
                          seed=args.seed, progress=not args.no_progress, trust_model_code=args.trust_model_code,
-                         strategy=args.strategy, resume=args.resume)
+                         strategy=args.strategy, resume=args.resume, auto_precision=args.auto_precision,
+                         budget={"max_drop": args.max_drop, "min_agreement": args.min_agreement,
+                                 "min_snr_db": args.min_snr_db})
     if args.json:
         print(json.dumps(report, indent=2, default=str))
     elif "task" in report:  # a multi-worker task other than the chief
         print(f"{report['task']}: fine-tune done; {report['writer']} writes the outputs to {args.out}")
     else:
         _print_rows(_summary_rows(args.model, report))
+        _print_auto_precision(report.get("auto_precision"), args.out)
         print(f"report: {os.path.join(os.path.abspath(args.out), 'report.html')}")
     return 0
+
+
+def _print_auto_precision(searched, out):
+    """What --auto-precision tried, and the recipe it wrote (nothing without the flag)."""
+    if not searched:
+        return
+    if not searched["needed"]:
+        print("auto-precision: plain int8 meets the budget; nothing raised")
+        return
+    from edge_attn.convert.auto_precision import format_table
+
+    print("auto-precision (layers raised worst local error first):")
+    print(format_table(searched))
+    if searched["chosen"] is None:
+        print(f"auto-precision: no candidate met the budget; kept the plain int8 model (budget: {searched['budget']})")
+    else:
+        print(f"recipe: {os.path.join(os.path.abspath(out), 'recipe.toml')} (pass it as --recipe to repeat this)")
 
 
 def _writes_out(args):
@@ -292,9 +334,10 @@ def cmd_check(args):
     if args.json:
         print(json.dumps(_jsonable(result), indent=2, allow_nan=False))
     else:
-        worst = sorted((l for l in layers if l["snr_db"] is not None), key=lambda l: l["snr_db"])[:3]
+        from edge_attn.evaluate.local_error import describe_worst_layers
+
         _print_rows([
-            ("model", args.model), ("fully int8", "yes" if result["fully_int8"] else "no"),
+            ("model", args.model), ("fully int8", _int8_verdict(result)),
             ("evaluated on", describe_evaluation(result["evaluation"])),
             ("accuracy computed on", "CPU" if not target else f"GPU accelerator, {target.details['adapter']}" if gpu
              else "CPU (the GPU accelerator gave no outputs)"),
@@ -305,7 +348,7 @@ def cmd_check(args):
             *([("outputs computed on", f"{device['name']} ({_board_line(device)})")] if device else []),
             *[(r["target"], r["verdict"] + (f": {r['symptom']}" if r["symptom"] else ""))
               for r in result.get("accelerators", [])[1:]],
-            ("weakest layers (SNR)", ", ".join(f"{l['name']} {l['snr_db']:.1f} dB" for l in worst) or "-"),
+            *describe_worst_layers(layers),
         ])
         print("budget: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     return 1 if failures else 0
@@ -449,6 +492,11 @@ def build_parser():
                         "the chief writes --out)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from its checkpoints in OUT/checkpoints (same settings)")
+    _add_budget(p)
+    p.add_argument("--auto-precision", action="store_true",
+                   help="when plain int8 misses the budget, raise the fewest layers (worst local error first; "
+                        "int16x8, then float) until it is met, and write the recipe to OUT/recipe.toml "
+                        "(post-training int8 recipes; needs the mixed extra)")
     _add_trust(p)
 
     p = _command(sub, "check", cmd_check, help="check a .tflite against its float reference",
@@ -456,14 +504,11 @@ def build_parser():
                              "against its float Keras reference; exit 1 when a budget is missed.")
     p.add_argument("model", help="the .tflite model")
     p.add_argument("--reference", required=True, help="the float Keras model (.keras/.h5/SavedModel)")
-    p.add_argument("--data", required=True, help="digits | file.npz | folder of class folders")
+    p.add_argument("--data", required=True, help="digits | digits-glare | file.npz | folder of class folders")
     p.add_argument("--split", choices=("eval", "train", "all"),
                    help="which samples to score: all (default for a file or folder: it is the evaluation set) | "
                         "eval (default for digits: its held-out split) | train")
-    p.add_argument("--max-drop", type=float, default=1.0, help="largest allowed top-1 drop in points (default 1.0)")
-    p.add_argument("--min-agreement", type=float, default=0.98, help="smallest allowed top-1 agreement (default 0.98)")
-    p.add_argument("--min-snr-db", type=float, default=25.0,
-                   help="smallest allowed output SNR vs float in dB (default 25: below it ranges are usually wrong)")
+    _add_budget(p)
     p.add_argument("--device", default=None,
                    help="a kind = \"ssh\" profile (name or .toml): the model's outputs and latency come from that "
                         "board, the float reference runs here (default, or a host profile: LiteRT on this machine)")

@@ -13,6 +13,8 @@ _ADVICE = {
     "quantize": "replace that layer with a standard Keras layer, or convert with int8-ptq",
     "fine-tune": "try --epochs 0 (calibrate and convert without fine-tuning), or int8-ptq",
     "convert": "try int8-ptq, or set allow_float_ops = true in a copy of the recipe to keep that op in float",
+    "auto-precision": "convert without --auto-precision and add [[precision]] rules by hand (README: int16x8 and "
+                      "per-layer precision)",
 }
 
 

@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 
+from edge_attn.convert.probe import xnnpack_problem
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.errors import BadInput
 
@@ -41,9 +42,14 @@ def make_interpreter(model, num_threads=None, preserve_all_tensors=False):
 
     A file is the user's: it is verified and probed in a child process first
     (:mod:`edge_attn.convert.verify`), so a model that would crash LiteRT is a BadInput naming the file, and
-    the bytes verified are the bytes loaded. Bytes come from edge_attn's own converter and are loaded as given.
+    the bytes verified are the bytes loaded. Bytes come from edge_attn's own converter and are loaded as given,
+    with LiteRT's default XNNPACK delegate unless a probe in a child process found that the delegate fails or
+    crashes on them (:func:`edge_attn.convert.probe.xnnpack_problem`; the converter's caller reports that):
+    then builtin kernels run them, so edge_attn's own checks never take the process down.
     """
     kwargs = {"num_threads": num_threads}
+    if not preserve_all_tensors and isinstance(model, (bytes, bytearray, memoryview)) and xnnpack_problem(bytes(model)):
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     if preserve_all_tensors:
         kwargs["experimental_preserve_all_tensors"] = True
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES

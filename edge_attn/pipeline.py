@@ -6,12 +6,13 @@ file is complete, so a failed run leaves the previous outputs (or nothing), neve
 """
 
 import contextlib
+import json
 import os
 import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -47,6 +48,7 @@ class Quantized:
     rewrites: list = field(default_factory=list)  # raw-op layers normalized into quantizable ones
     seconds: dict = field(default_factory=dict)
     fake_quant: object = None  # QAT recipes: the fake-quant Keras model that was converted (parity check)
+    precision: dict | None = None  # recipes with precision rules: the islands and their cost (report.json)
 
 
 def prepare_reference(model_spec, data_spec, *, input_shape=None, float_epochs=DEFAULT_FLOAT_EPOCHS, seed=0,
@@ -161,13 +163,14 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True, strategy=
     than the chief the result has ``tflite=None``: the chief converts.
     """
     from edge_attn.convert.converter import convert_model
+    from edge_attn.convert.precision import float_rule_layers
     from edge_attn.distribute import is_chief, resolve_strategy
     from edge_attn.qat import qat_finetune, quantize_aware
 
     data = reference.data
     if epochs is not None and epochs < 0:
         raise BadInput("--epochs", f"must be 0 or more; Received: {epochs}")
-    representative = data.representative(recipe.calibration_samples) if recipe.quantization == "int8" else None
+    representative = data.representative(recipe.calibration_samples) if recipe.calibrated else None
     seconds = {}
     fine_tune = None
     start = time.perf_counter()
@@ -177,7 +180,8 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True, strategy=
         settings = recipe.fine_tune
         epochs = settings.epochs if epochs is None else epochs
         with _failures_reported("quantize", reference.model, reference.source):
-            qat = quantize_aware(reference.model, trust_model_code=reference.trust_model_code)
+            qat = quantize_aware(reference.model, trust_model_code=reference.trust_model_code,
+                                 keep_float=float_rule_layers(recipe))
         with _failures_reported("fine-tune", qat.float_model, reference.source):
             history = qat_finetune(
                 qat, data, epochs=epochs, learning_rate=settings.learning_rate,
@@ -201,8 +205,14 @@ def quantize(reference, recipe, *, epochs=None, seed=0, progress=True, strategy=
     with _failures_reported("convert", to_convert, reference.source):
         tflite = convert_model(to_convert, recipe, representative, name=reference.source)
     seconds["convert"] = time.perf_counter() - start
+    precision = None
+    if recipe.precision:
+        from edge_attn.convert.precision import precision_report
+
+        with _failures_reported("convert", to_convert, reference.source):
+            precision = precision_report(to_convert, recipe, tflite, representative, name=reference.source)
     return Quantized(recipe, tflite, layer_reference, fine_tune, rewrites, seconds,
-                     fake_quant=to_convert if recipe.qat else None)
+                     fake_quant=to_convert if recipe.qat else None, precision=precision)
 
 
 @contextlib.contextmanager
@@ -252,15 +262,18 @@ def float_tflite(model):
     return convert_model(model, load_recipe("f32"))
 
 
-def build_report(reference, quantized, accuracy, layers, latency, *, model_path, reference_tflite=None):
+def build_report(reference, quantized, accuracy, layers, latency, *, model_path, reference_tflite=None, budget=None):
     """report.json as a dict (docs/report-json.md; the keys shared with ``check --json`` come from
-    :func:`edge_attn.evaluate.results.checked_model`)."""
+    :func:`edge_attn.evaluate.results.checked_model`); ``budget`` ({max_drop, min_agreement, min_snr_db}, None:
+    check's defaults) is what the model is judged by."""
     from edge_attn.evaluate.latency import host_target
     from edge_attn.evaluate.results import checked_model
 
+    checked = checked_model(quantized.tflite, model_path, accuracy, layers, latency, reference.data, "eval",
+                            reference_tflite=reference_tflite, **({"budget": budget} if budget else {}))
+    _warn_xnnpack(checked, latency["quantized"].get("xnnpack_problem"))
     return {
-        **checked_model(quantized.tflite, model_path, accuracy, layers, latency, reference.data, "eval",
-                        reference_tflite=reference_tflite),
+        **checked,
         "accelerator": host_target(model_path, latency["quantized"], accuracy),  # docs/result-shape.md
         "edge_attn_version": __version__,
         "recipe": quantized.recipe.name,
@@ -270,10 +283,25 @@ def build_report(reference, quantized, accuracy, layers, latency, *, model_path,
         "float_training": reference.trained,
         "fine_tune": quantized.fine_tune,
         "rewrites": quantized.rewrites,
+        "precision": quantized.precision,
         "reference_saved": "normalized (the rewrites above applied; float-identical)" if quantized.rewrites
                            else "as given",
         "seconds": {k: round(v, 2) for k, v in quantized.seconds.items()},
     }
+
+
+def _warn_xnnpack(checked, problem):
+    """A converted model that LiteRT's XNNPACK delegate fails on (it would fail in the user's app too): said on
+    stderr and in the xnnpack target's warnings (the host ``accelerator`` result says it as its problem)."""
+    if not problem:
+        return
+    from edge_attn.evaluate.latency import xnnpack_warning
+
+    line = xnnpack_warning(problem)
+    print(f"warning: {line}", file=sys.stderr)
+    for target in checked["targets"]:
+        if target["delegate"] == "xnnpack":
+            target["warnings"] = [*(target.get("warnings") or []), line]
 
 
 @contextlib.contextmanager
@@ -390,13 +418,16 @@ def saved_reference(reference, quantized):
 
 def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None, epochs=None,
                 float_epochs=DEFAULT_FLOAT_EPOCHS, threads=2, runs=50, seed=0, progress=True, trust_model_code=False,
-                strategy="default", resume=False):
+                strategy="default", resume=False, budget=None, auto_precision=False):
     """``edge-attn convert``: every output in ``out_dir``; returns the report dict.
 
     Training runs under the strategy named ``strategy`` (:mod:`edge_attn.distribute`) and keeps
     checkpoints in ``out_dir/checkpoints`` (:mod:`edge_attn.checkpoints`) until the run has finished;
     ``resume`` continues from them. On a multi-worker task other than the chief nothing is written and
-    the result is ``{"task", "writer", "fine_tune"}`` instead of the report.
+    the result is ``{"task", "writer", "fine_tune"}`` instead of the report. ``budget`` ({max_drop,
+    min_agreement, min_snr_db}; None: check's defaults) judges the result; with ``auto_precision`` a plain int8
+    model that misses it has its worst layers raised (:mod:`edge_attn.convert.auto_precision`) and the recipe
+    that met it is written beside the model as ``recipe.toml``.
     """
     from edge_attn.checkpoints import RunCheckpoints, fingerprint
     from edge_attn.convert.recipe import load_recipe
@@ -407,6 +438,10 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
 
     memory_at_start = available_memory()
     recipe = load_recipe(recipe_spec)  # bad recipes fail before any training
+    if auto_precision:
+        from edge_attn.convert.auto_precision import require_searchable
+
+        require_searchable(recipe)
     task = cluster_task() if check_strategy_name(strategy) == "multi-worker" else None
     settings = fingerprint(model=model_spec if isinstance(model_spec, str) else f"<in-memory {model_spec.name}>", recipe=recipe, data=data_spec, seed=seed, input_shape=input_shape,
                            epochs=(recipe.fine_tune.epochs if epochs is None else epochs) if recipe.qat else None,
@@ -424,8 +459,20 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
     reference_tflite = float_tflite(reference.model)
     accuracy, layers, latency = check(reference.model, quantized.layer_reference, quantized.tflite, reference.data,
                                       threads=threads, runs=runs, reference_tflite=reference_tflite)
+    searched = None
+    if auto_precision:
+        from edge_attn.evaluate.compare import DEFAULT_BUDGET
+
+        quantized, searched = _raise_precision(reference, quantized, accuracy, layers,
+                                               {**DEFAULT_BUDGET, **(budget or {})})
+        if searched.replaces_model:  # a new model: checked like the first
+            accuracy, layers, latency = check(reference.model, quantized.layer_reference, quantized.tflite,
+                                              reference.data, threads=threads, runs=runs,
+                                              reference_tflite=reference_tflite)
     report = build_report(reference, quantized, accuracy, layers, latency, reference_tflite=reference_tflite,
-                          model_path=os.path.join(os.path.abspath(out_dir), "model.tflite"))
+                          model_path=os.path.join(os.path.abspath(out_dir), "model.tflite"), budget=budget)
+    if auto_precision:
+        report["auto_precision"] = searched.to_dict()
     if quantized.fake_quant is not None:
         from edge_attn.evaluate.parity import qat_parity
 
@@ -433,8 +480,45 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
     report["resources"] = _resources(memory_at_start)
     with staged_outputs(out_dir) as staging:
         write_run(staging, reference, quantized, report)
+        if searched is not None and searched.replaces_model:
+            from edge_attn.atomic import write_bytes
+            from edge_attn.convert.auto_precision import recipe_toml
+
+            note = (f"Written by edge-attn convert --auto-precision ({time.strftime('%Y-%m-%d')}): the layers below "
+                    f"raised to meet {json.dumps(searched.budget)}\non {reference.data.info.get('source', 'the data')}; "
+                    f"pass this file as --recipe to convert the same way without the search.")
+            write_bytes(os.path.join(staging, "recipe.toml"), recipe_toml(quantized.recipe, note).encode())
     checkpoints.finish()  # complete: nothing left to resume
     return report
+
+
+def _raise_precision(reference, quantized, accuracy, layers, budget):
+    """(Quantized, AutoPrecision): the plain int8 model kept when it meets ``budget`` (no search: ``trials``
+    empty), else the search's choice (which may raise no layer: the search converts with float32 inputs and
+    outputs, and that alone can meet it), or the plain model again when no candidate met the budget."""
+    from edge_attn.convert.auto_precision import AutoPrecision, search
+    from edge_attn.convert.precision import precision_report
+    from edge_attn.evaluate.compare import budget_failures
+    from edge_attn.evaluate.samples import split_arrays
+
+    if not budget_failures(accuracy, **budget):
+        return quantized, AutoPrecision(budget, [], [], None, quantized.recipe)
+    x, y = split_arrays(reference.data, "eval")
+    representative = reference.data.representative(quantized.recipe.calibration_samples)
+    start = time.perf_counter()
+    model = quantized.layer_reference
+    with _failures_reported("auto-precision", model, reference.source):
+        searched = search(model, quantized.recipe, representative, x, y, layers, what=reference.source, **budget)
+    seconds = {**quantized.seconds, "auto_precision": time.perf_counter() - start}
+    if searched.chosen is None:
+        return replace(quantized, seconds=seconds), searched
+    precision = None  # the chosen model may raise no layer: plain int8 with float32 I/O met the budget
+    if searched.recipe.precision:
+        with _failures_reported("auto-precision", model, reference.source):
+            precision = precision_report(model, searched.recipe, searched.tflite, representative,
+                                         name=reference.source)
+    return replace(quantized, recipe=searched.recipe, tflite=searched.tflite, precision=precision,
+                   seconds=seconds), searched
 
 
 def _resources(memory_at_start):

@@ -80,3 +80,41 @@ def test_cpu_record_of_this_machine_agrees_with_proc_cpuinfo():
                   if line.lower().startswith(("flags", "features"))), [])
     for flag, present in record["int8_isa"].items():
         assert present == (flag in flags)
+
+
+def _latency(rounds_by_key):
+    from benchmarks.latency import summarize
+
+    return {2: {key: summarize(rounds) for key, rounds in rounds_by_key.items()}}
+
+
+def _measurements(int8, f32, ort, plain):
+    keys = {}
+    for name in ("resnet50", "se_resnet50", "cbam_resnet50"):
+        keys[f"{name}/litert_int8"] = plain if name == "resnet50" else int8
+        keys[f"{name}/litert_f32"], keys[f"{name}/ort_int8"] = f32, ort
+    return keys
+
+
+def test_ratios_survive_drift_that_slows_whole_rounds_and_are_withheld_when_one_side_is_hit():
+    """A round twice as slow for every model leaves every ratio intact (kept); a round where only the int8
+    model was contended changes its ratios in that round only (withheld, naming the ratios)."""
+    from benchmarks.latency import rows_from
+
+    def rounds(base, factors):
+        return [[base * f * (1 + 0.001 * i) for i in range(5)] for f in factors]
+
+    drift = [1.0, 2.0, 1.0, 1.5]
+    rows = rows_from(_latency(_measurements(rounds(10, drift), rounds(40, drift), rounds(12, drift),
+                                            rounds(9, drift))), max_spread=0.10)
+    se = next(r for r in rows if r["model"] == "se_resnet50")
+    assert se["withheld"] is None and se["time_spread"]["se_resnet50/litert_int8"] > 0.5
+    assert se["int8_speedup_vs_f32"] == pytest.approx(4.0, rel=0.01)
+    assert se["int8_vs_plain_int8"] == pytest.approx(10 / 9, rel=0.01)
+
+    contended = [1.0, 1.0, 1.3, 1.0]
+    rows = rows_from(_latency(_measurements(rounds(10, contended), rounds(40, drift[:1] * 4), rounds(12, [1] * 4),
+                                            rounds(9, [1] * 4))), max_spread=0.10)
+    se = next(r for r in rows if r["model"] == "se_resnet50")
+    assert se["int8_speedup_vs_f32"] is None and set(se["withheld"]) == {
+        "int8_speedup_vs_f32", "int8_vs_plain_int8", "edge_attn_int8_vs_ort_int8"}

@@ -20,7 +20,7 @@ from edge_attn.convert import convert_model, inspect_tflite, list_recipes, load_
 from edge_attn.errors import BadInput
 
 INPUT_SHAPE = (8, 8, 1)
-SHIPPED = ["dynamic", "f32", "fp16", "int8-ptq", "int8-qat"]
+SHIPPED = ["dynamic", "f32", "fp16", "int16x8", "int8-ptq", "int8-qat"]
 
 
 def build_tiny(extra_layer=None, seed=0):
@@ -103,8 +103,8 @@ def test_shipped_recipes_load():
         assert recipe.name == name
         assert recipe.batch_size == 1
         assert recipe == load_recipe(recipe.source)  # by path, the same recipe
-        int8 = recipe.quantization == "int8"
-        assert (recipe.input_type, recipe.output_type) == (("int8", "int8") if int8 else ("float32", "float32"))
+        integer_io = {"int8": ("int8", "int8"), "int16x8": ("int16", "int16")}
+        assert (recipe.input_type, recipe.output_type) == integer_io.get(recipe.quantization, ("float32", "float32"))
         assert recipe.qat == (name == "int8-qat")
         assert not recipe.allow_float_ops
     assert load_recipe("int8-qat").fine_tune.schedule in ("cosine", "step")

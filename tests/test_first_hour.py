@@ -186,9 +186,11 @@ def test_report_page_states_verdict_sizes_and_worst_layers(out, rendered):
     # float (f32 TFLite) and int8 sizes, as the page prints them, from report.json's byte counts
     for size in (report["reference_model"]["bytes"], report["model"]["bytes"]):
         assert f"{size / 1024:,.1f} KiB" in dom
-    # worst layers first: the lowest-SNR layer (computed here from report.json) heads the table
-    worst = min((l for l in report["layers"] if l["snr_db"] is not None), key=lambda l: l["snr_db"])
+    # worst layers first: the lowest local-SNR layer (computed here from report.json) heads the table
+    worst = min((l for l in report["layers"] if l["local_snr_db"] is not None), key=lambda l: l["local_snr_db"])
     table = dom[dom.index('id="worst-layers"'):]
+    header = table[:table.index("</tr>")]
+    assert header.index("local SNR") < header.index("cumulative SNR")
     assert table.index(worst["name"]) < table.index("</table>")
     first_row = table[table.index("<td>"):table.index("</tr>", table.index("<td>"))]
     assert worst["name"] in first_row
@@ -245,3 +247,39 @@ def test_a_broken_page_is_caught(out, tmp_path):
         passed = json.load(f)["budget"]["passed"]
     problems = first_screen_problems(screenshot(tmp_path / "broken.html", tmp_path), passed)
     assert "no verdict box at the top" in problems and "no int8 bar on the first screen" in problems
+
+
+LOCAL_DOTS = [0xF3, 0x9C, 0x12]  # edge_attn.evaluate.report.LOCAL_COLOUR, written out: the page is the reference
+CUMULATIVE_BARS = [0x2A, 0x7A, 0xB0]
+
+
+def local_vs_cumulative_problems(screen):
+    """What is missing from a full-page screenshot's per-layer chart: the local-SNR dots over the
+    cumulative bars (both colours drawn), or an empty list."""
+    problems = []
+    for name, colour, least in (("local-SNR dots", LOCAL_DOTS, 300), ("cumulative bars", CUMULATIVE_BARS, 2000)):
+        if np.all(np.abs(screen.astype(int) - colour) <= 3, axis=2).sum() < least:
+            problems.append(f"no {name} on the page")
+    return problems
+
+
+def full_page(html_path, folder):
+    from PIL import Image
+
+    shot = folder / "full-page.png"
+    done = chromium(html_path, folder / "profile-full", "--window-size=1280,4000", f"--screenshot={shot}")
+    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
+    return np.asarray(Image.open(shot).convert("RGB"))
+
+
+def test_report_page_shows_local_beside_inherited_error(out, tmp_path):
+    """A screenshot of the whole page shows the per-layer chart with local-SNR dots over cumulative bars
+    (saved as local-vs-cumulative.png beside the test's files to look at); the same page with its PNGs
+    cut short shows neither."""
+    screen = full_page(out / "report.html", tmp_path)
+    assert local_vs_cumulative_problems(screen) == []
+    page = (out / "report.html").read_text()
+    (tmp_path / "broken.html").write_text(page.replace("data:image/png;base64,iVBOR", "data:image/png;base64,XXXX"))
+    (tmp_path / "broken").mkdir()
+    broken = full_page(tmp_path / "broken.html", tmp_path / "broken")
+    assert local_vs_cumulative_problems(broken) == ["no local-SNR dots on the page", "no cumulative bars on the page"]

@@ -14,6 +14,10 @@ converts with a QAT recipe, and a QAT recipe only converts a quantize-aware mode
   2.21's converter keeps ops without an int8 kernel (FLOOR, COS, ...) in float between
   DEQUANTIZE/QUANTIZE even when ``supported_ops`` is ``TFLITE_BUILTINS_INT8`` only, so unless the recipe
   has ``allow_float_ops`` any op left in float is an error listing the ops.
+- ``int16x8``: the same with ``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8`` (16-bit symmetric
+  activations, int8 weights, int64 biases; TF routes it through its older calibrating quantizer), int16 or float32
+  inputs and outputs; with ``allow_float_ops`` the float builtins are added beside it.
+- a calibrated recipe with ``[[precision]]`` rules: :mod:`edge_attn.convert.precision` (mixed widths per layer).
 - ``fp16``: float16 weights (``supported_types=[tf.float16]``); ``dynamic``: ``Optimize.DEFAULT`` without
   data (int8 weights, float activations); ``f32``: plain.
 
@@ -47,19 +51,15 @@ from edge_attn._keras import tf
 from edge_attn.atomic import write_bytes
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.errors import BadInput
+from edge_attn.convert.float_gate import refuse_float_ops
 from edge_attn.convert.requantize import drop_identity_requantize
+from edge_attn.convert.tracing import _has_fake_quant, _trace
 from edge_attn.resources import release_free_memory
 
-_IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "float32": tf.float32}
-# The op types TFLite's converter itself treats as "this model was quantization-aware trained".
-_FAKE_QUANT_OPS = frozenset({
-    "FakeQuantWithMinMaxVars",
-    "FakeQuantWithMinMaxVarsPerChannel",
-    "FakeQuantWithMinMaxArgs",
-    "QuantizeAndDequantizeV2",
-    "QuantizeAndDequantizeV3",
-})
-_MAX_LISTED_OPS = 8
+_IO_DTYPES = {"int8": tf.int8, "uint8": tf.uint8, "int16": tf.int16, "float32": tf.float32}
+# The integer-only op set of each calibrated quantization (int16x8: 16-bit activations, 8-bit weights).
+_INTEGER_OPS = {"int8": tf.lite.OpsSet.TFLITE_BUILTINS_INT8,
+                "int16x8": tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8}
 
 
 def convert_model(model, recipe, representative=None, *, name=None):
@@ -78,11 +78,17 @@ def convert_model(model, recipe, representative=None, *, name=None):
     quantize_aware = _has_fake_quant(function)
     _check_model_matches_recipe(recipe, quantize_aware, what)
     samples = None
-    if recipe.quantization == "int8" and representative is not None:
+    if recipe.calibrated and representative is not None:
         samples = _take_samples(representative, recipe, function)
-    if recipe.quantization == "int8" and samples is None and not quantize_aware:
-        raise BadInput(what, f"recipe {recipe.name!r} (post-training int8) needs representative data to calibrate "
-                             "activation ranges")
+    if recipe.calibrated and samples is None and not quantize_aware:
+        raise BadInput(what, f"recipe {recipe.name!r} (post-training {recipe.quantization}) needs representative "
+                             "data to calibrate activation ranges")
+    if recipe.precision:
+        from edge_attn.convert.precision import convert_mixed, convert_qat_with_float_layers
+
+        if quantize_aware:
+            return convert_qat_with_float_layers(function, model, recipe, samples, what)
+        return convert_mixed(model, recipe, samples, what)  # refuses float ops no rule asked for itself
 
     converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
     _configure(converter, recipe, samples)
@@ -104,40 +110,13 @@ def convert_model(model, recipe, representative=None, *, name=None):
 
     if recipe.quantization == "int8":
         data, _ = drop_identity_requantize(data)  # float32 rounding of one scale, not a float op
-    if recipe.quantization == "int8" and not recipe.allow_float_ops:
-        info = inspect_tflite(data)
-        float_ops = info.float_ops()
-        if float_ops:
-            listed = ", ".join(f"{op.op} -> {info.tensors[op.outputs[0]].name}" if op.outputs else op.op
-                               for op in float_ops[:_MAX_LISTED_OPS])
-            more = f" and {len(float_ops) - _MAX_LISTED_OPS} more" if len(float_ops) > _MAX_LISTED_OPS else ""
-            raise BadInput(what, f"int8 recipe {recipe.name!r} left {len(float_ops)} op(s) computing in float: "
-                                 f"{listed}{more} (no int8 kernel or no quantization range; set allow_float_ops = "
-                                 "true to keep them in float)")
+    refuse_float_ops(data, recipe, what, "no integer kernel or no quantization range; ")
     return data
 
 
 def write_tflite(path, data):
     """Write the flatbuffer ``data`` to ``path`` atomically (a failed write leaves no partial file)."""
     write_bytes(path, data)
-
-
-def _trace(model, batch_size, what):
-    """The model's forward pass as a concrete function with a fixed batch dimension."""
-    if len(model.inputs) != 1:
-        raise BadInput(what, f"expected a single-input model, got {len(model.inputs)} inputs")
-    shape = [batch_size, *model.inputs[0].shape[1:]]
-    if any(dim is None for dim in shape):
-        raise BadInput(what, f"input shape {tuple(model.inputs[0].shape)} has unknown dimensions; a fixed input "
-                             "shape is needed for conversion")
-    spec = tf.TensorSpec(shape, model.inputs[0].dtype)
-    return tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-
-
-def _has_fake_quant(function):
-    graph_def = function.graph.as_graph_def()
-    nodes = itertools.chain(graph_def.node, (n for f in graph_def.library.function for n in f.node_def))
-    return any(node.op in _FAKE_QUANT_OPS for node in nodes)
 
 
 def _check_model_matches_recipe(recipe, quantize_aware, what):
@@ -191,13 +170,16 @@ class _Reiterable:
 
 
 def _configure(converter, recipe, samples):
-    if recipe.quantization == "int8":
+    if recipe.calibrated:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if samples is not None:
             # A fresh generator per call: the converter may iterate the dataset more than once.
             converter.representative_dataset = lambda: ([sample] for sample in samples)
+            integer_ops = _INTEGER_OPS[recipe.quantization]
             if not recipe.allow_float_ops:
-                converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+                converter.target_spec.supported_ops = [integer_ops]
+            elif recipe.quantization == "int16x8":  # the 16x8 op set, and float for ops it has no kernel for
+                converter.target_spec.supported_ops = [integer_ops, tf.lite.OpsSet.TFLITE_BUILTINS]
         converter.inference_input_type = _IO_DTYPES[recipe.input_type]
         converter.inference_output_type = _IO_DTYPES[recipe.output_type]
     elif recipe.quantization == "fp16":

@@ -7,7 +7,9 @@ point in the TFLite schema) is inspected; control-flow subgraphs are counted but
 
 "All-int8" follows the TFLite 8-bit quantization spec
 (https://ai.google.dev/edge/litert/models/quantization_spec): int8 activations, int8 weights, int32
-biases; int32 constants such as axes and shapes are fine.
+biases; int32 constants such as axes and shapes are fine. "All-integer" generalises it to TFLite's 16x8
+mode (``EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8``, same page, "16-bit activations with
+8-bit weights"): activations int8 or int16, weights int8, biases int32 or int64 (the 16x8 kernels' bias).
 """
 
 import dataclasses
@@ -28,6 +30,9 @@ _OP_NAMES = {code: name for name, code in vars(schema.BuiltinOperator).items() i
 _FLOAT_DTYPES = frozenset({"float32", "float16", "float64", "bfloat16"})
 # Constant dtypes an all-int8 model may hold: int8 weights, int32 biases and int32 axes/shapes.
 _INT8_MODEL_CONSTANT_DTYPES = frozenset({"int8", "int32"})
+# ... and an all-integer one (int16x8): int64 biases and int16 constants (e.g. a 16x8 op's second operand) too.
+_INTEGER_MODEL_CONSTANT_DTYPES = frozenset({"int8", "int16", "int32", "int64"})
+_ACTIVATION_INTEGERS = frozenset({"int8", "uint8", "int16"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +97,51 @@ class TFLiteInfo:
                     return False
         return all(t.dtype == "int8" for t in self.inputs + self.outputs)
 
+    @property
+    def fully_integer(self):
+        """:attr:`fully_int8` with int16 activations allowed too: runtime tensors (graph inputs and outputs
+        included) are int8 or int16, constants int8/int16/int32/int64; one subgraph. True for an all-int8
+        model, an int16x8 one, and a mix of the two."""
+        if self.num_subgraphs != 1:
+            return False
+        for op in self.ops:
+            for tensor in self._tensors_of(op):
+                allowed = _INTEGER_MODEL_CONSTANT_DTYPES if tensor.is_constant else {"int8", "int16"}
+                if tensor.dtype not in allowed:
+                    return False
+        return all(t.dtype in ("int8", "int16") for t in self.inputs + self.outputs)
+
+    @property
+    def activation_types(self):
+        """Sorted dtypes of the quantizable runtime tensors (float, int8, uint8, int16 activations; int32
+        index/shape tensors left out): ``["int8"]`` for an all-int8 model, ``["int16"]`` for int16x8, several
+        for a mixed one."""
+        found = set()
+        for op in self.ops:
+            for tensor in self._tensors_of(op):
+                if not tensor.is_constant and (tensor.dtype in _ACTIVATION_INTEGERS or tensor.dtype in _FLOAT_DTYPES):
+                    found.add(tensor.dtype)
+        return sorted(found)
+
+    def why_not_fully_int8(self):
+        """One line saying why the model is not all-int8, or None when it is."""
+        if self.fully_int8:
+            return None
+        reasons = []
+        float_ops = self.float_ops()
+        if float_ops:
+            names = sorted({op.op for op in float_ops})
+            reasons.append(f"{len(float_ops)} op(s) compute in float ({', '.join(names)})")
+        int16 = sum(1 for op in self.ops if any(t.dtype == "int16" and not t.is_constant for t in self._tensors_of(op)))
+        if int16:
+            reasons.append(f"{int16} op(s) have int16 activations (16x8)")
+        if self.num_subgraphs != 1:
+            reasons.append(f"{self.num_subgraphs} subgraphs (control flow)")
+        io = [t.dtype for t in self.inputs + self.outputs if t.dtype != "int8"]
+        if io and not reasons:
+            reasons.append(f"{', '.join(sorted(set(io)))} graph inputs/outputs")
+        return "; ".join(reasons) or "non-int8 tensors"
+
     def float_ops(self):
         """The ops that compute in float: any float input or output tensor (constants included).
 
@@ -123,6 +173,8 @@ class TFLiteInfo:
             "size_bytes": self.size_bytes,
             "op_names": self.op_names,
             "fully_int8": self.fully_int8,
+            "fully_integer": self.fully_integer,
+            "activation_types": self.activation_types,
             "float_ops": [op.index for op in self.float_ops()],
             "min_runtime_version": self.min_runtime_version,
             "num_subgraphs": self.num_subgraphs,

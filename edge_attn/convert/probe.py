@@ -15,7 +15,8 @@ PROBE_TIMEOUT_S = 60.0  # load + allocate + one invoke; generous for a large mod
 
 # Run as ``python -c``: a fresh interpreter that imports only numpy, LiteRT and edge_attn's _compat (not edge_attn,
 # not TensorFlow)
-# reads the model from stdin and tries both interpreter set-ups edge_attn uses, printing one line per set-up.
+# reads the model from stdin and tries both interpreter set-ups edge_attn uses, printing one line per set-up (the
+# builtin one first, so a crash of the XNNPACK delegate still says whether builtin kernels run it).
 _PROBE_CHILD = r"""
 import sys
 import numpy as np
@@ -26,9 +27,9 @@ except ImportError:
 sys.path.append(sys.argv[1])  # edge_attn/: the child imports _compat (standard library only) from there
 import _compat
 model = sys.stdin.buffer.read()
-set_ups = (("default", {}),
-           ("builtin", {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-                        "experimental_preserve_all_tensors": True}))
+set_ups = (("builtin", {"experimental_op_resolver_type": OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+                        "experimental_preserve_all_tensors": True}),
+           ("default", {}))  # last: when XNNPACK kills the process, the builtin line is already out
 for config, kwargs in set_ups:
     try:
         interpreter = Interpreter(model_content=model, num_threads=1, **kwargs)
@@ -47,7 +48,9 @@ for config, kwargs in set_ups:
     except Exception as error:
         print(config, (str(error).strip().splitlines() or [type(error).__name__])[0], flush=True)
 """
-_probed = {}  # sha256 of the model -> {set-up: None (ran) or LiteRT's error line}, or a BadInput problem string
+_SET_UPS = ("builtin", "default")  # in the child's order
+_probed = {}  # sha256 of the model -> {set-up: None (ran) or LiteRT's error line, and "crash": the problem string
+#             when the child died}, or a BadInput problem string (a timeout, a probe that could not run)
 
 
 def probe_tflite(model, *, what, config=None, timeout_s=None):
@@ -60,14 +63,31 @@ def probe_tflite(model, *, what, config=None, timeout_s=None):
     in the set-up named by ``config`` (``None``: only crashes and timeouts count, for callers that use another
     LiteRT API). Results are cached per process by the model's sha256.
     """
+    outcome = _outcome(model, timeout_s)
+    if isinstance(outcome, str):
+        raise BadInput(what, outcome)
+    if outcome.get("crash"):
+        raise BadInput(what, outcome["crash"])
+    if config is not None and outcome.get(config):
+        raise BadInput(what, f"LiteRT cannot run it ({outcome[config]})")
+
+
+def xnnpack_problem(model, timeout_s=None):
+    """None when LiteRT's default set-up (the XNNPACK delegate applied, as in a user's app) loads and runs
+    ``model`` (bytes edge_attn's converter made), else LiteRT's one-line reason, crashes included; probed
+    in a child process (cached like :func:`probe_tflite`). Also None when the builtin kernels cannot run it
+    either: that is not the delegate's problem, and the next in-process LiteRT call reports it."""
+    outcome = _outcome(model, timeout_s)
+    if isinstance(outcome, str) or "builtin" not in outcome or outcome["builtin"]:
+        return None
+    return outcome.get("default")
+
+
+def _outcome(model, timeout_s):
     key = hashlib.sha256(model).hexdigest()
     if key not in _probed:
         _probed[key] = _run_probe(bytes(model), PROBE_TIMEOUT_S if timeout_s is None else timeout_s)
-    outcome = _probed[key]
-    if isinstance(outcome, str):
-        raise BadInput(what, outcome)
-    if config is not None and outcome.get(config):
-        raise BadInput(what, f"LiteRT cannot run it ({outcome[config]})")
+    return _probed[key]
 
 
 def _run_probe(model, timeout_s):
@@ -76,14 +96,18 @@ def _run_probe(model, timeout_s):
                                timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return f"LiteRT did not load and run it within {timeout_s:g} s"
-    if child.returncode < 0:
-        return f"LiteRT crashed loading it (signal {signal.Signals(-child.returncode).name})"
     if child.returncode == 4:  # no ai_edge_litert here: nothing to probe with
         return {}
-    if child.returncode != 0:
+    if child.returncode > 0:
         return f"LiteRT's probe process failed (exit status {child.returncode})"
     outcome = {}
     for line in child.stdout.decode("utf-8", "replace").splitlines():
         config, _, result = line.partition(" ")
         outcome[config] = None if result == "ok" else result
+    if child.returncode < 0:
+        signal_name = signal.Signals(-child.returncode).name
+        crashed = next((config for config in _SET_UPS if config not in outcome), None)
+        if crashed is not None:
+            outcome[crashed] = f"the process was killed by {signal_name}"
+        outcome["crash"] = f"LiteRT crashed loading it (signal {signal_name})"
     return outcome

@@ -8,17 +8,26 @@ silently ignored) is a :class:`~edge_attn.errors.BadInput` naming the file and t
 TOML cannot hold both ``qat = true`` and a ``[qat]`` table, so the quantization-aware fine-tune settings
 live in a ``[fine_tune]`` table (:class:`QatSettings`, ``recipe.fine_tune``), allowed only when
 ``qat = true``.
+
+``int16x8`` (16-bit activations, 8-bit weights) is calibrated post-training only: tfmot's fake-quant models
+8-bit activation rounding, so a QAT fine-tune would train the model for the wrong grid (see
+``edge_attn/recipes/int16x8.toml``). The calibrated recipes (``int8``, ``int16x8``) may carry an ordered
+list of per-layer precision rules (``[[precision]]`` tables: :class:`PrecisionRule`).
 """
 
 import dataclasses
 import math
+import re
 import os
 
 from edge_attn.errors import BadInput
 from edge_attn.shipped import load_table, shipped_names
 
-QUANTIZATIONS = ("int8", "fp16", "f32", "dynamic")
-IO_TYPES = ("int8", "uint8", "float32")
+QUANTIZATIONS = ("int8", "int16x8", "fp16", "f32", "dynamic")
+CALIBRATED = ("int8", "int16x8")  # integer activations: ranges calibrated on representative data
+IO_TYPES = ("int8", "uint8", "int16", "float32")
+# The integer input/output types each calibrated quantization can have (besides float32).
+_INTEGER_IO = {"int8": ("int8", "uint8"), "int16x8": ("int16",)}
 SCHEDULES = ("cosine", "step", "constant")  # learning-rate schedules of the fine-tune
 
 
@@ -39,20 +48,26 @@ class Recipe:
     """One conversion recipe; see the comments in the shipped TOML files for what each field does."""
 
     name: str
-    quantization: str  # "int8" | "fp16" | "f32" | "dynamic"
+    quantization: str  # "int8" | "int16x8" | "fp16" | "f32" | "dynamic"
     description: str = ""
     qat: bool = False  # quantization-aware fine-tune before conversion (int8 only)
     input_type: str = "float32"  # "int8" | "uint8" | "float32"
     output_type: str = "float32"
-    calibration_samples: int = 200  # representative samples (int8 only)
+    calibration_samples: int = 200  # representative samples (int8 and int16x8 only)
     batch_size: int = 1  # fixed batch at conversion: folds Reshape/Shape ops
-    allow_float_ops: bool = False  # int8 only: keep ops that cannot run in int8 in float instead of failing
+    allow_float_ops: bool = False  # int8/int16x8: keep ops without an integer kernel in float instead of failing
     fine_tune: QatSettings = QatSettings()
+    precision: tuple = ()  # of PrecisionRule, first match wins (calibrated only)
     source: str = ""  # the TOML file the recipe was read from
+
+    @property
+    def calibrated(self):
+        """Integer activations calibrated on representative data (``int8``, ``int16x8``)."""
+        return self.quantization in CALIBRATED
 
     def to_dict(self):
         """The recipe as plain JSON-serialisable data (for report.json)."""
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"precision": [rule.to_dict() for rule in self.precision]}
 
 
 def list_recipes():
@@ -68,9 +83,10 @@ def load_recipe(name_or_path):
 def parse_recipe(table, source):
     """Validate a TOML table (a dict) into a :class:`Recipe`; ``source`` names it in errors."""
     fields = TableFields(table, source, prefix="")
+
     quantization = fields.choice("quantization", QUANTIZATIONS, required=True)
-    int8 = quantization == "int8"
-    default_io = "int8" if int8 else "float32"
+    calibrated = quantization in CALIBRATED
+    default_io = _INTEGER_IO[quantization][0] if calibrated else "float32"
     recipe = Recipe(
         name=fields.string("name", default=os.path.splitext(os.path.basename(source))[0]),
         description=fields.string("description", default=""),
@@ -82,19 +98,41 @@ def parse_recipe(table, source):
         batch_size=fields.integer("batch_size", default=Recipe.batch_size, minimum=1),
         allow_float_ops=fields.boolean("allow_float_ops", default=False),
         fine_tune=_parse_fine_tune(fields.table("fine_tune"), source),
+        precision=parse_precision_rules(fields.array_of_tables("precision"), source),
         source=str(source),
     )
     fields.reject_unknown()
 
-    if recipe.qat and not int8:
+    if recipe.qat and quantization == "int16x8":
+        raise BadInput(source, "qat: int16x8 is post-training only: tfmot's fake-quant rounds activations to 8 bits, "
+                               "so a quantization-aware fine-tune would train for the wrong grid; set qat = false "
+                               "(int16x8 calibrates 16-bit ranges directly)")
+    if recipe.qat and not calibrated:
         raise BadInput(source, f"qat: quantization-aware fine-tune needs quantization = \"int8\", not {quantization!r}")
-    if not int8:
+    if not calibrated:
         for field in ("input_type", "output_type"):
             if getattr(recipe, field) != "float32":
-                raise BadInput(source, f"{field}: only int8 recipes have integer inputs/outputs; use \"float32\"")
-        for field in ("calibration_samples", "allow_float_ops"):
+                raise BadInput(source, f"{field}: only int8/int16x8 recipes have integer inputs/outputs; use "
+                                       "\"float32\"")
+        for field in ("calibration_samples", "allow_float_ops", "precision"):
             if field in table:
-                raise BadInput(source, f"{field}: only applies to int8 recipes (remove it)")
+                raise BadInput(source, f"{field}: only applies to int8/int16x8 recipes (remove it)")
+    else:
+        for field in ("input_type", "output_type"):
+            value = getattr(recipe, field)
+            allowed = _INTEGER_IO[quantization] + ("float32",)
+            if value not in allowed:
+                raise BadInput(source, f"{field}: quantization = {quantization!r} takes "
+                                       f"{', '.join(map(repr, allowed))}, got {value!r}")
+        if recipe.qat and any(rule.precision == "int16x8" for rule in recipe.precision):
+            position = next(i for i, rule in enumerate(recipe.precision, 1) if rule.precision == "int16x8")
+            raise BadInput(source, f"precision[{position}].precision: \"int16x8\" layers need post-training "
+                                   "calibration, but qat = true: tfmot's fake-quant rounds activations to 8 bits; "
+                                   "use \"float\" or \"int8\" under QAT, or a post-training recipe")
+        if recipe.precision and (recipe.input_type, recipe.output_type) != ("float32", "float32"):
+            raise BadInput(source, "precision: per-layer precision rules convert through a mixed-precision quantizer "
+                                   "that keeps float32 model inputs and outputs; set input_type = \"float32\" and "
+                                   "output_type = \"float32\"")
     if recipe.batch_size != 1:
         raise BadInput(source, f"batch_size: edge_attn checks and runs a converted model one sample per invoke, so "
                                f"only batch_size = 1 works end to end (got {recipe.batch_size})")
@@ -173,6 +211,13 @@ class TableFields:
             raise self._bad(key, f"must be a positive number, got {value!r}")
         return float(value)
 
+    def array_of_tables(self, key):
+        """A TOML array of tables (``[[key]]``), as a list of (position from 1, table)."""
+        value = self._get(key, [])
+        if not isinstance(value, list) or not all(isinstance(item, dict) for item in value):
+            raise self._bad(key, f"expected [[{key}]] tables (a list of tables), got {value!r}")
+        return list(enumerate(value, 1))
+
     def table(self, key):
         value = self._get(key, {})
         if not isinstance(value, dict):
@@ -184,3 +229,42 @@ class TableFields:
         if unknown:
             known = ", ".join(sorted(self.seen))
             raise BadInput(self.source, f"{self.prefix}{unknown[0]}: unknown key (known keys: {known})")
+
+
+PRECISIONS = ("int8", "int16x8", "float")  # what a [[precision]] rule may ask for
+
+
+@dataclasses.dataclass(frozen=True)
+class PrecisionRule:
+    """One ``[[precision]]`` table: layers whose name ``match`` finds (re.search) compute at ``precision``."""
+
+    match: str
+    precision: str  # "int8" | "int16x8" | "float"
+
+    def to_dict(self):
+        return {"match": self.match, "precision": self.precision}
+
+    def matches(self, layer_name):
+        return re.search(self.match, layer_name) is not None
+
+
+def parse_precision_rules(tables, source):
+    """``[(position, table), ...]`` (the ``[[precision]]`` array) → a tuple of :class:`PrecisionRule`.
+
+    Each table needs ``match`` (a regular expression that compiles) and ``precision`` (one of
+    :data:`PRECISIONS`); any other key is an error naming ``precision[N].key`` in ``source``.
+    """
+    rules = []
+    for position, table in tables:
+        fields = TableFields(table, source, prefix=f"precision[{position}].")
+        if "match" not in table:
+            raise BadInput(source, f"precision[{position}].match: missing (required)")
+        match = fields.string("match", default="")
+        precision = fields.choice("precision", PRECISIONS, required=True)
+        fields.reject_unknown()
+        try:
+            re.compile(match)
+        except re.error as e:
+            raise BadInput(source, f"precision[{position}].match: not a regular expression ({e}): {match!r}") from e
+        rules.append(PrecisionRule(match=match, precision=precision))
+    return tuple(rules)

@@ -23,7 +23,10 @@ input shape (without the batch axis). The three specs, and what happens to their
     (16-bit grayscale PNG: ``x / 65535``) to [0, 1], converted to the model's channel count (gray → RGB by
     repetition, RGB → gray by BT.601 luma; alpha is dropped) and resized bilinearly to its H×W. The
     default input shape is the first image's size, with 3 channels if any image is in colour, else 1.
-``digits`` always means the built-in set; write ``./digits`` for a folder of that name.
+``digits-glare``
+    ``digits`` with a 2×2 highlight of value 64 in the top-left corner of every image: a wide-dynamic-range
+    input where plain int8 measurably loses (:mod:`.glare`). Same default shape, scaling and split as ``digits``.
+``digits`` and ``digits-glare`` always mean the built-in sets; write ``./digits`` for a folder of that name.
 
 Resizing is ``tf.image.resize(method="bilinear", antialias=True)``: plain bilinear interpolation when
 enlarging, a triangle filter over the footprint when shrinking (no aliasing from skipped pixels).
@@ -54,6 +57,7 @@ import numpy as np
 
 from edge_attn.data._text import shape_text, size_text
 from edge_attn.data.dataset import READ_BATCH, DataSet, Representative, Samples, Source
+from edge_attn.data.glare import DIGITS_GLARE, digits_glare_source
 from edge_attn.data.images import (DIGITS, DIGITS_INPUT_SHAPE, IMAGE_SUFFIXES, LUMA_WEIGHTS, digits_source,
                                    folder_default_shape, folder_source, scan_folder)
 from edge_attn.data.npz import npz_sample_shape, npz_source, read_npz
@@ -61,9 +65,10 @@ from edge_attn.data.split import check_class_counts, stratified_split
 from edge_attn.errors import BadInput
 
 __all__ = ["load_data", "default_input_shape", "DataSet", "Samples", "Representative", "Source", "DIGITS",
-           "DIGITS_INPUT_SHAPE", "IMAGE_SUFFIXES", "LUMA_WEIGHTS"]
+           "DIGITS_GLARE", "BUILTIN", "DIGITS_INPUT_SHAPE", "IMAGE_SUFFIXES", "LUMA_WEIGHTS"]
 
-_SPEC_HELP = "a data spec is 'digits', a .npz file with arrays x and y, or a folder of class sub-folders of images"
+BUILTIN = (DIGITS, DIGITS_GLARE)  # the built-in data sets, by name
+_SPEC_HELP = "a data spec is 'digits' (or 'digits-glare'), a .npz file with arrays x and y, or a folder of class sub-folders of images"
 
 
 def load_data(spec, input_shape: tuple | None = None, eval_fraction: float = 0.2, seed: int = 0) -> DataSet:
@@ -76,8 +81,8 @@ def load_data(spec, input_shape: tuple | None = None, eval_fraction: float = 0.2
     kind = _kind(spec)
     if kind == "digits":
         shape = _fill_unknown(wanted, DIGITS_INPUT_SHAPE)
-        _require_batch_memory(DIGITS, shape)
-        source = digits_source(shape)
+        _require_batch_memory(spec, shape)
+        source = digits_source(shape) if spec == DIGITS else digits_glare_source(shape)
     elif kind == "npz":
         source = npz_source(spec, wanted)
         _require_batch_memory(spec, source.sample_shape)
@@ -120,7 +125,7 @@ def load_data(spec, input_shape: tuple | None = None, eval_fraction: float = 0.2
 
 
 def default_input_shape(spec) -> tuple[int, ...]:
-    """The input shape a model trained on ``spec`` gets by default: digits → (16, 16, 1); a .npz → its
+    """The input shape a model trained on ``spec`` gets by default: digits (and digits-glare) → (16, 16, 1); a .npz → its
     stored sample shape (plus a channel axis for (N, H, W) and (N, L)); a folder → the first image's
     H×W, with 3 channels if any image is in colour, else 1."""
     spec = str(spec)
@@ -144,7 +149,7 @@ def _held(source):
 
 
 def _kind(spec):
-    if spec == DIGITS:
+    if spec in BUILTIN:
         return "digits"
     if not spec.strip():  # Path("") is the current folder: never read it by accident
         raise BadInput(f"data spec {spec!r}", f"is empty; {_SPEC_HELP}")

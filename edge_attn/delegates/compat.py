@@ -12,6 +12,11 @@ from edge_attn.delegates.xnnpack import RULE_SETS, XNNPACK
 from edge_attn.errors import BadInput
 
 DELEGATES = {"gpu": GPU, "nnapi": NNAPI, "xnnpack": XNNPACK}
+# Where each delegate's "8-bit quantized only" comes from (docs/delegate-rules.md, "int16 activations"); measured
+# here with ai-edge-litert 2.3: the default XNNPACK delegate takes no node of an int16x8 model.
+INT16_SOURCES = {"xnnpack": "tflite/delegates/xnnpack/README.md (quantized operators: int8/uint8)",
+                 "gpu": "tflite/tools/versioning/gpu_compatibility.cc (quantized models: int8/uint8)",
+                 "nnapi": "tflite/delegates/nnapi/nnapi_delegate.cc (Validate: 8-bit quantized types)"}
 
 
 def check_compat(model, delegate, android_api=None, *, xnnpack_rules="readme"):
@@ -68,7 +73,8 @@ def check_compat(model, delegate, android_api=None, *, xnnpack_rules="readme"):
             outputs=tuple(t.name for t in op.outputs), sources=judgement.sources, partition=number,
             delegated=number is not None and parts[number - 1] in kept, min_api=min_api))
 
-    warnings = notes + spec.warnings(graph, verdicts, target) + _limit_warning(spec, parts, kept)
+    warnings = (notes + spec.warnings(graph, verdicts, target) + _limit_warning(spec, parts, kept)
+                + _int16_warning(spec, graph, verdicts, delegate))
     unknown = sorted({op.op for op in graph.ops if rule_for(spec.rules, op.op) is None})
     if unknown:
         warnings.append(f"no {spec.name} rule for {', '.join(unknown)}: counted as not delegated")
@@ -85,6 +91,17 @@ def _lowest_accepting_api(spec, op, target):
         if judge(op, rule, spec.checks, dataclasses.replace(target, android_api=level), spec.name).supported:
             return level
     return None
+
+
+def _int16_warning(spec, graph, verdicts, delegate):
+    """One line when the model has int16 activations (16x8 quantization): how many such ops stay on the CPU."""
+    int16 = [op.index for op in graph.ops
+             if any(t is not None and t.dtype == "int16" and not op.is_static(t) for t in op.tensors)]
+    if not int16:
+        return []
+    kept = sum(1 for v in verdicts if v.index in set(int16) and not v.delegated)
+    return [f"int16 activations (16x8 quantization) in {len(int16)} op(s): {spec.name} takes 8-bit quantized ops "
+            f"only, {kept} of them stay on LiteRT's CPU reference kernels [{INT16_SOURCES[delegate]}]"]
 
 
 def _limit_warning(spec, parts, kept):

@@ -48,7 +48,9 @@ def compare(reference_model, tflite_model, x, y, run_quantized=None, batch_bytes
                 logits_path = os.path.join(folder, "logits.tflite")
                 with open(logits_path, "wb") as f:
                     f.write(logits_tflite)
-                reference_out, quantized_out = _outputs(reference_logits, logits_path, x, run_quantized, batch_bytes)
+                # In this process the bytes are run (make_interpreter probes them for XNNPACK); runners copy the file.
+                logits_model = logits_tflite if run_quantized is None else logits_path
+                reference_out, quantized_out = _outputs(reference_logits, logits_model, x, run_quantized, batch_bytes)
             return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "logits", "head": head}
     reference_out, quantized_out = _outputs(reference_model, tflite_model, x, run_quantized, batch_bytes)
     return {**accuracy_from_outputs(reference_out, quantized_out, y), "compared_on": "outputs", "head": head}

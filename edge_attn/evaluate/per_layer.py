@@ -55,8 +55,10 @@ _TRACELESS_LAYERS = (keras.layers.BatchNormalization, keras.layers.Dropout, kera
 def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
     """RMSE and SNR of every matched TFLite op output against the float layer it computes, in graph order.
 
-    Returns a list of ``dict(name, op, rmse, snr_db, scale, tensor)``: the Keras layer name, the TFLite
-    op type, RMSE and SNR (dB, see :mod:`edge_attn.evaluate.metrics`) over all elements of all
+    Returns a list of ``dict(name, op, rmse, snr_db, local_rmse, local_snr_db, scale, tensor)``: the Keras
+    layer name, the TFLite op type, the cumulative (inherited) RMSE and SNR (dB, see
+    :mod:`edge_attn.evaluate.metrics`) and the local ones (that layer alone quantized on the float model's
+    inputs, :mod:`edge_attn.evaluate.local_error`; None where it cannot be cut out) over all elements of all
     ``x_samples`` (an array or a lazy :class:`edge_attn.data.Samples`, read one sample at a time), the
     tensor's quantization scale (``None`` for a float tensor) and its TFLite name.
 
@@ -74,12 +76,14 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
         return []
     groups = layer_groups([4 * int(np.prod(m["output"].shape[1:])) for m in matches], probe_bytes)
     probes = [keras.Model(float_model.inputs, [matches[k]["output"] for k in group]) for group in groups]
+    local = _LocalErrors(tflite_model, interpreter, matches, groups)
     signal = np.zeros(len(matches))
     error = np.zeros(len(matches))
     for index in range(len(x_samples)):
         sample = np.asarray(x_samples[index:index + 1], np.float32)
         invoke_sample(interpreter, sample[0])  # the matched tensors stay readable until the next invoke
-        for group, probe in zip(groups, probes):
+        local.start_sample(sample)
+        for number, (group, probe) in enumerate(zip(groups, probes)):
             float_outputs = probe(sample, training=False)
             float_outputs = float_outputs if len(group) > 1 else [float_outputs]
             for k, output in zip(group, float_outputs):
@@ -87,6 +91,8 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
                 quantized = read_float(interpreter, matches[k]["detail"])[0].astype(np.float64)
                 signal[k] += np.sum(reference**2)
                 error[k] += np.sum((reference - quantized) ** 2)
+                local.keep_boundary(k, output)
+            local.compare_group(number, group, float_outputs)
             del float_outputs
     results = []
     for k, match in enumerate(matches):
@@ -97,10 +103,83 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
             "op": match["op"],
             "rmse": float(np.sqrt(error[k] / elements)),
             "snr_db": snr_db_from_energies(signal[k], error[k]),
+            **local.result(k, elements),
             "scale": scale or None,
             "tensor": match["detail"]["name"],
         })
     return results
+
+
+class _LocalErrors:
+    """Accumulates each matched layer's local error (:mod:`edge_attn.evaluate.local_error`) in the same
+    sample loop and layer groups as the cumulative error: one segment model per layer group; per sample,
+    the boundary values it needs (the float references, already in the tensors' own integer types, so no
+    more than the int8 tensors the preserved interpreter holds anyway)."""
+
+    def __init__(self, tflite_model, interpreter, matches, groups):
+        from edge_attn.evaluate import local_error
+
+        self._to_tensor_type = local_error.to_tensor_type
+        flat = local_error.read_model(_tflite_bytes(tflite_model))
+        tensors = [int(m["detail"]["index"]) for m in matches]
+        cuts = local_error.segments(flat, tensors)
+        self.matches, self.tensors = matches, tensors
+        self.inputs = [_compat.tensor_details(interpreter, int(t)) for t in flat.subgraphs[0].inputs]
+        self.needed = {b for cut in cuts.values() if cut for b in cut[1]}
+        self.runners, self.groups = [], groups
+        for group in groups:
+            parts = [(tensors[k], *cuts[tensors[k]]) for k in group if cuts[tensors[k]] is not None]
+            try:
+                self.runners.append(local_error.LocalGroup(flat, parts) if parts else None)
+            except (ValueError, RuntimeError, BadInput):  # LiteRT cannot load the cut-out segment
+                self.runners.append(None)
+                for k in group:
+                    cuts[tensors[k]] = None
+        self.signal = np.zeros(len(matches))
+        self.error = np.zeros(len(matches))
+        self.computed = np.array([cuts[t] is not None for t in tensors])
+        self.values = {}
+
+    def start_sample(self, sample):
+        self.values = {int(d["index"]): self._to_tensor_type(sample, d) for d in self.inputs}
+
+    def keep_boundary(self, k, output):
+        if self.tensors[k] in self.needed:
+            self.values[self.tensors[k]] = self._to_tensor_type(np.asarray(output), self.matches[k]["detail"])
+
+    def compare_group(self, number, group, float_outputs):
+        runner = self.runners[number]
+        if runner is None:
+            return
+        try:
+            outputs = dict(zip((part[0] for part in runner.parts), runner.run(self.values)))
+        except (ValueError, RuntimeError):
+            # LiteRT refuses the cut-out segment (a graph whose shapes disagree with its own tensors, as a
+            # corrupted or unusual model can have): its layers get no local error rather than failing `check`.
+            self.runners[number] = None
+            for k in self.groups[number]:
+                self.computed[k] = False
+            return
+        for k, output in zip(group, float_outputs):
+            if self.tensors[k] in outputs:
+                reference = np.asarray(output[0], np.float64)
+                local = outputs[self.tensors[k]][0].astype(np.float64)
+                self.signal[k] += np.sum(reference**2)
+                self.error[k] += np.sum((reference - local) ** 2)
+
+    def result(self, k, elements):
+        if not self.computed[k]:
+            return {"local_rmse": None, "local_snr_db": None}
+        return {"local_rmse": float(np.sqrt(self.error[k] / elements)),
+                "local_snr_db": snr_db_from_energies(self.signal[k], self.error[k])}
+
+
+def _tflite_bytes(tflite_model):
+    if isinstance(tflite_model, (bytes, bytearray, memoryview)):
+        return bytes(tflite_model)
+    from edge_attn.convert.verify import verify_tflite
+
+    return verify_tflite(tflite_model)  # the file make_interpreter already verified and probed
 
 
 def layer_groups(sizes, budget):

@@ -6,9 +6,9 @@ tensor is +inf) are written as ``null``; the HTML page shows them as ∞.
 
 ``report.html`` is one self-contained file (no external scripts, styles or images) that a person reads in
 30 seconds: the verdict against the budgets at the top, then float vs quantized size, top-1, agreement,
-SNR and latency, the worst layers first, a size chart (the float bar beside the int8 one, and any
+SNR and latency, the worst layers first (ranked by local error, cumulative beside it), a size chart (the float bar beside the int8 one, and any
 ``report["comparisons"]`` rows such as the post-training int8 result beside the QAT one), a latency
-chart, a compact per-layer SNR strip, the targets (measured results, then the rules), and the details
+chart, a compact per-layer SNR strip (local error as dots over the cumulative bars), the targets (measured results, then the rules), and the details
 folded away. Charts are drawn with matplotlib's Agg canvas and embedded as base64 PNG; every piece of text is HTML-escaped.
 tests/test_report_html.py renders it in headless Chromium.
 """
@@ -92,6 +92,7 @@ def jsonable(value):
 
 # ---------------------------------------------------------------------------------------------- HTML
 
+LOCAL_COLOUR = "#f39c12"  # the local-SNR dots of the per-layer chart (tests look for this colour)
 WORST_LAYERS = 10  # rows of the worst-layers table at the top; the full list is folded below
 
 _STYLE = """
@@ -137,13 +138,15 @@ def render_html(report):
         f'<div id="sizes">{_img(_size_chart(report), "model size, float vs quantized")}</div>',
         "</div>",
         '<div class="figures">',
-        '<section id="worst-layers"><h2>Worst layers (lowest SNR vs float first)</h2>',
+        '<section id="worst-layers"><h2>Worst layers (lowest local SNR first: the layer\'s own error, '
+        'beside what it inherits)</h2>',
         _worst_layers(report["layers"]),
         "</section>",
         f'<div id="latency"><h2>Latency</h2>{_latency_figure(latency)}</div>',
         "</div>",
-        '<section id="layers"><h2>Per-layer SNR</h2>',
-        (_img(_layer_snr_chart(report["layers"]), "per-layer SNR in graph order") if report["layers"]
+        '<section id="layers"><h2>Per-layer SNR: local (dots) and cumulative (bars)</h2>',
+        (_img(_layer_snr_chart(report["layers"]), "per-layer local and cumulative SNR in graph order")
+         if report["layers"]
          else "<p>No TFLite tensor was matched to a layer of the float model.</p>"),
         "</section>",
         '<section id="targets"><h2>Targets</h2>', _targets(report), "</section>",
@@ -155,6 +158,21 @@ def render_html(report):
                          [(r["recipe"], _number(r["bytes"], "", 0), _percent(r["top1"]), _percent(r["agreement"]),
                            _number(r["snr_db"], " dB", 1), _number(r["p50"], " ms", 3))
                           for r in _recipe_rows(report)]),
+                  "</section>"]
+    searched = report.get("auto_precision")
+    if searched and searched["needed"]:
+        chosen = searched["chosen"]
+        verdict = ("no candidate met the budget: the plain int8 model was kept" if chosen is None else
+                   f"written: {len(chosen['layers'])} layer(s) raised to {chosen['precision']}, recipe in recipe.toml"
+                   if chosen["layers"] else "written: no layer raised (float32 inputs and outputs met the budget)")
+        base = searched["trials"][0]
+        parts += ['<section id="auto-precision"><h2>Auto-precision (layers raised, worst local error first)</h2>',
+                  f"<p>{_esc(verdict)}</p>",
+                  _table(["raised", "precision", "output SNR", "agreement", "bytes", "size vs all-int8", "budget"],
+                         [(", ".join(t["layers"]) or "none (all int8)", t["precision"] or "int8",
+                           _number(t["output_snr_db"], " dB", 1), _percent(t["top1_agreement"]),
+                           _number(t["size_bytes"], "", 0), f"{t['size_bytes'] - base['size_bytes']:+d} B",
+                           "met" if t["met"] else "missed") for t in searched["trials"]]),
                   "</section>"]
     parts += ['<section id="details"><h2>Details</h2>',
               "<details><summary>Summary</summary>", _table(["", "value"], _summary_rows(report)), "</details>"]
@@ -189,8 +207,7 @@ def _verdict(report):
     if budget.get("min_snr_db") is not None:
         checks.append((f"output SNR {_number(snr, ' dB', 1)}", f"≥ {budget['min_snr_db']:g} dB",
                        snr is None or snr >= budget["min_snr_db"]))
-    checks.append(("fully int8" if report["fully_int8"] else
-                   f"NOT fully int8: float ops {', '.join(report.get('float_ops', [])) or '?'}", "", True))
+    checks.append(("fully int8" if report["fully_int8"] else _not_fully_int8(report), "", True))
     evaluation = report.get("evaluation")
     scored = (f"{evaluation['samples']} samples ({evaluation['split']} split of {evaluation['spec']})"
               if evaluation else f"{accuracy['samples']} samples")
@@ -199,6 +216,21 @@ def _verdict(report):
     word = "PASSED" if budget["passed"] else "FAILED"
     return (f'<div id="verdict" class="verdict {"pass" if budget["passed"] else "fail"}"><b>{word}</b> '
             f"the accuracy budgets, scored on {_esc(scored)}<ul>{items}</ul></div>")
+
+
+def _speed(reference_ms, quantized_ms):
+    """"2.10× faster" or, when the quantized model is the slower one, "3.05× slower" (never "0.33× faster")."""
+    if not reference_ms or not quantized_ms:
+        return "—"
+    ratio = reference_ms / quantized_ms
+    return f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
+
+
+def _not_fully_int8(report):
+    """Why the graph is not all int8: its float ops, else the converter's own reason (int16 activations)."""
+    if report.get("float_ops"):
+        return f"NOT fully int8: float ops {', '.join(report['float_ops'])}"
+    return f"NOT fully int8: {report.get('why_not_fully_int8') or 'see ops below'}"
 
 
 def _key_rows(report):
@@ -216,20 +248,26 @@ def _key_rows(report):
     quantized_p50 = latency["quantized"]["p50"]
     rows.append((f"latency p50 ({latency['threads']} threads, host)", _number(reference_p50, " ms", 3),
                  _number(quantized_p50, " ms", 3),
-                 f"{reference_p50 / quantized_p50:.2f}× faster" if reference_p50 and quantized_p50 else "—"))
+                 _speed(reference_p50, quantized_p50)))
     return [tuple(_esc(cell) for cell in row) for row in rows]
 
 
 def _worst_layers(layers):
+    """The culprits first: layers ranked by their own (local) error, their cumulative error beside it."""
+    from edge_attn.evaluate.local_error import rank_by_local_error
+
     if not layers:
         return "<p>No layer matched.</p>"
-    ranked = sorted(layers, key=lambda l: math.inf if l["snr_db"] is None else l["snr_db"])[:WORST_LAYERS]
-    return _layer_table(ranked)
+    return _layer_table(rank_by_local_error(layers)[:WORST_LAYERS])
 
 
 def _layer_table(layers):
-    return _table(["layer", "op", "SNR", "RMSE", "scale"],
-                  [(l["name"], l["op"], _number(l["snr_db"], " dB", 1), _number(l["rmse"], "", 5),
+    from edge_attn.evaluate.local_error import local_snr
+
+    return _table(["layer", "op", "local SNR (own error)", "cumulative SNR (inherited)", "local RMSE",
+                   "cumulative RMSE", "scale"],
+                  [(l["name"], l["op"], _number(local_snr(l), " dB", 1), _number(l["snr_db"], " dB", 1),
+                    _number(l.get("local_rmse"), "", 5), _number(l["rmse"], "", 5),
                     _number(l.get("scale"), "", 6)) for l in layers])
 
 
@@ -428,20 +466,32 @@ def _accuracy_chart(report):
 
 
 def _layer_snr_chart(layers):
-    """One compact strip: SNR per matched layer in graph order (a fixed height, whatever the depth), the
-    worst three in red."""
-    snr = np.array([l["snr_db"] if l["snr_db"] is not None and math.isfinite(l["snr_db"]) else np.nan
-                    for l in layers], float)
-    figure = _figure(9, 2.4)
+    """One compact strip per matched layer in graph order (a fixed height, whatever the depth): the
+    cumulative SNR as bars (the worst three in red), the local SNR as orange dots on top, so a layer whose
+    dot sits far below the others is a culprit and a low bar under a high dot only inherits."""
+    from edge_attn.evaluate.local_error import local_snr
+
+    def finite_or_nan(values):
+        return np.array([v if v is not None and math.isfinite(v) else np.nan for v in values], float)
+
+    snr = finite_or_nan([l["snr_db"] for l in layers])
+    local = finite_or_nan([local_snr(l) for l in layers])
+    figure = _figure(9, 2.6)
     axes = figure.subplots()
     positions = np.arange(len(layers))
-    finite = np.nan_to_num(snr, nan=np.nanmax(snr) if np.isfinite(snr).any() else 0.0)
-    axes.bar(positions, finite, color=np.where(np.isnan(snr), "#ccc", "#2a7ab0"), width=0.8)
+    top = np.nanmax(np.concatenate([snr, local])) if np.isfinite(np.concatenate([snr, local])).any() else 0.0
+    finite = np.nan_to_num(snr, nan=top)
+    axes.bar(positions, finite, color=np.where(np.isnan(snr), "#ccc", "#2a7ab0"), width=0.8,
+             label="cumulative (inherited) SNR")
     for index in np.argsort(finite)[:3]:
         axes.bar(index, finite[index], color="#c0392b", width=0.8)
+    shown = ~np.isnan(local)
+    axes.scatter(positions[shown], local[shown], color=LOCAL_COLOUR, s=42, zorder=3, edgecolors="#7a3c00",
+                 linewidths=0.6, label="local SNR (the layer alone quantized)")
+    axes.legend(loc="lower left", fontsize=8, frameon=False)
     axes.set_xlim(-1, len(layers))
-    axes.set_xlabel(f"{len(layers)} matched layers, graph order (red: the 3 worst, named in the table above; "
-                    "grey: bit-exact, infinite SNR)")
+    axes.set_xlabel(f"{len(layers)} matched layers, graph order (red: the 3 worst cumulative; grey: bit-exact, "
+                    "infinite SNR)")
     axes.set_ylabel("SNR (dB)")
     for side in ("top", "right"):
         axes.spines[side].set_visible(False)

@@ -31,6 +31,9 @@ def checked_model(tflite, path, accuracy, layers, latency, data, split, *, refer
         "model": {"path": path, "bytes": len(tflite), "sha256": hashlib.sha256(tflite).hexdigest()},
         "ops": list(info.op_names),
         "fully_int8": info.fully_int8,
+        "fully_integer": info.fully_integer,  # fully_int8, int16 activations allowed too (int16x8)
+        "activation_types": info.activation_types,
+        "why_not_fully_int8": info.why_not_fully_int8(),
         "float_ops": [f"{op.op} #{op.index}" for op in info.float_ops()],
         "inputs": [t.to_dict() for t in info.inputs],
         "outputs": [t.to_dict() for t in info.outputs],

@@ -8,7 +8,7 @@ built-in ``digits`` set is what registry models are trained on, so its held-out 
 
 import numpy as np
 
-from edge_attn.data import DIGITS
+from edge_attn.data import BUILTIN
 from edge_attn.errors import BadInput
 
 SPLITS = ("eval", "train", "all")
@@ -16,7 +16,7 @@ SPLITS = ("eval", "train", "all")
 
 def default_split(spec):
     """``eval`` for the built-in digits set, ``all`` for a file or folder the user gave."""
-    return "eval" if str(spec) == DIGITS else "all"
+    return "eval" if str(spec) in BUILTIN else "all"
 
 
 def split_arrays(data, split):

@@ -91,24 +91,26 @@ def _config_for(layer):
     return "unsupported"
 
 
-def quantize_aware(model, trust_model_code=False):
+def quantize_aware(model, trust_model_code=False, keep_float=None):
     """Return a :class:`QuantizeAware` for ``model`` (which is left untouched).
 
     Raises ``BadInput`` naming every layer that cannot be made quantization-aware. ``trust_model_code``
-    lets normalization run ``Lambda`` layers' code to recognise them.
+    lets normalization run ``Lambda`` layers' code to recognise them. ``keep_float(layer_name)``: layers it
+    is true for get no fake-quant (a recipe's ``float`` precision rules; they need no int8 scheme either).
     """
+    keep_float = keep_float or (lambda name: False)
     normalized, rewrites = normalize(model, trust_model_code=trust_model_code)
     # Trained and checked on logits; the head goes back on for conversion (QuantizeAware.deployable).
     lowered, head = split_head(lower_attention(normalized))
-    unsupported = [layer for layer in lowered.layers
-                   if not isinstance(layer, keras.layers.InputLayer) and _config_for(layer) == "unsupported"]
+    unsupported = [layer for layer in lowered.layers if not isinstance(layer, keras.layers.InputLayer)
+                   and not keep_float(layer.name) and _config_for(layer) == "unsupported"]
     if unsupported:
         listed = ", ".join(f"{layer.name} ({type(layer).__name__})" for layer in unsupported)
         raise BadInput(model.name, f"cannot be made quantization-aware: no int8 scheme for {listed}; "
                        "replace these layers with standard Keras layers or edge_attn layers")
 
     def annotate(layer):
-        if isinstance(layer, keras.layers.InputLayer):
+        if isinstance(layer, keras.layers.InputLayer) or keep_float(layer.name):
             return layer
         config = _config_for(layer)
         return _qk.quantize_annotate_layer(layer, config) if config is not None else _qk.quantize_annotate_layer(layer)

@@ -1,0 +1,173 @@
+"""``--auto-precision``: raise the precision of the fewest layers, worst local error first, until a budget is met.
+
+The search starts from the per-layer *local* error of the plain int8 model (:mod:`edge_attn.evaluate.local_error`):
+the layers whose own quantization costs the most come first, not the ones that only inherit their error. It then
+converts with the first 1, 2, ... of them raised to ``int16x8`` (16-bit activations, 8-bit weights: still an integer
+graph), and only when that is not enough for ``max_raised`` layers, to ``float``; each candidate is scored against
+the float model on the evaluation samples (:func:`edge_attn.evaluate.compare.compare`) and judged by the same budget
+``check`` uses (:func:`edge_attn.evaluate.compare.budget_failures`). The first candidate that meets it is the answer;
+its rules become an ordinary ``[[precision]]`` recipe (:func:`recipe_toml`) written beside the model, so the run
+can be repeated without the search.
+
+"Fewest" is along that ranking (a prefix of it), not over every subset: a greedy search bounded at
+``2 * max_raised`` conversions. tests/test_auto_precision.py checks it against a brute-force search over every
+single-layer choice of a small model. Every candidate converts through the AI Edge Quantizer with float32 model
+inputs and outputs (what per-layer rules need, :mod:`edge_attn.convert.precision`), and so does the baseline the
+gains are measured from (no rules, the same quantizer), so the table compares like with like.
+"""
+
+import dataclasses
+import json
+import re
+
+from edge_attn.convert.converter import convert_model
+from edge_attn.convert.precision import convert_mixed, model_layer_names
+from edge_attn.convert.recipe import PrecisionRule
+from edge_attn.errors import BadInput
+from edge_attn.evaluate.compare import budget_failures, compare
+from edge_attn.evaluate.local_error import local_snr, rank_by_local_error
+
+STEPS = ("int16x8", "float")  # the precisions tried, in order: integer first, float last
+MAX_RAISED = 8  # layers raised at most per step: the search converts at most 2 * MAX_RAISED times
+
+
+@dataclasses.dataclass
+class Trial:
+    """One candidate: ``layers`` raised to ``precision`` (none for the baseline), how it scored, what it costs."""
+
+    precision: str | None
+    layers: list
+    output_snr_db: float
+    top1_agreement: float
+    top1_drop_pt: float
+    size_bytes: int
+    failures: list  # budget_failures: empty when the budget is met
+
+    @property
+    def met(self):
+        return not self.failures
+
+    def to_dict(self):
+        return {**dataclasses.asdict(self), "met": self.met}
+
+
+@dataclasses.dataclass
+class AutoPrecision:
+    """What the search tried and chose; ``chosen`` is None when no candidate met the budget."""
+
+    budget: dict
+    ranking: list  # layer names, worst local error first (the order layers are raised in)
+    trials: list  # of Trial, the baseline first
+    chosen: Trial | None
+    recipe: object  # the Recipe with the chosen rules (the base recipe when nothing met the budget)
+    tflite: bytes = dataclasses.field(repr=False, default=b"")
+
+    @property
+    def needed(self):
+        """False when plain int8 already met the budget and nothing was searched."""
+        return bool(self.trials)
+
+    @property
+    def replaces_model(self):
+        """True when a searched candidate met the budget: it, not the plain int8 model, is written."""
+        return self.needed and self.chosen is not None
+
+    def to_dict(self):
+        return {"needed": self.needed, "budget": self.budget, "ranking": self.ranking,
+                "trials": [t.to_dict() for t in self.trials],
+                "chosen": None if self.chosen is None else self.chosen.to_dict(),
+                "rules": [rule.to_dict() for rule in self.recipe.precision]}
+
+
+def require_searchable(recipe):
+    """BadInput unless ``recipe`` is one the search can raise layers of: post-training int8 without rules."""
+    if recipe.qat or recipe.quantization != "int8":
+        raise BadInput("--auto-precision", f"raises layers of a post-training int8 recipe; {recipe.name!r} is "
+                                           f"{'quantization-aware' if recipe.qat else recipe.quantization} "
+                                           "(use --recipe int8-ptq)")
+    if recipe.precision:
+        raise BadInput("--auto-precision", f"recipe {recipe.name!r} already has [[precision]] rules; drop them "
+                                           "or drop --auto-precision")
+    import importlib.util
+
+    if importlib.util.find_spec("ai_edge_quantizer") is None:  # checked before any training, not after it
+        raise BadInput("--auto-precision", "converts the candidates with the AI Edge Quantizer: "
+                                           "pip install 'edge-attn[mixed]' (ai-edge-quantizer)")
+
+
+def search(model, recipe, representative, x, y, layers, *, max_drop=1.0, min_agreement=0.98, min_snr_db=None,
+           max_raised=MAX_RAISED, what="model"):
+    """Raise layers of the float Keras ``model`` (the one ``layers`` names, from
+    :func:`edge_attn.evaluate.per_layer.layer_errors` of its plain int8 conversion) per ``recipe`` (post-training
+    int8) until the budget is met on ``x``/``y``. Returns :class:`AutoPrecision`."""
+    require_searchable(recipe)
+    budget = {"max_drop": max_drop, "min_agreement": min_agreement, "min_snr_db": min_snr_db}
+    names = model_layer_names(model)
+    # Layers with a finite local figure, worst first; a bit-exact layer has nothing to gain.
+    ranking = []
+    for layer in rank_by_local_error(layers):
+        snr = local_snr(layer)
+        if layer["name"] in names and snr is not None and snr != float("inf") and layer["name"] not in ranking:
+            ranking.append(layer["name"])
+    base = dataclasses.replace(recipe, input_type="float32", output_type="float32")
+
+    def trial(precision, raised):
+        rules = tuple(PrecisionRule(match=f"^{re.escape(name)}$", precision=precision) for name in raised)
+        candidate = dataclasses.replace(
+            base, precision=rules, name=f"{recipe.name}-auto",
+            description=(f"{recipe.name} with {len(raised)} layer(s) raised to {precision} by --auto-precision "
+                         if raised else f"{recipe.name}, no layer raised by --auto-precision ")
+                        + "(float32 inputs and outputs)")
+        # the baseline (no rules) goes through the same mixed-precision quantizer as every candidate
+        tflite = (convert_model(model, candidate, representative, name=what) if rules
+                  else convert_mixed(model, base, representative, what, rules=()))
+        accuracy = compare(model, tflite, x, y)
+        failures = budget_failures(accuracy, max_drop=max_drop, min_agreement=min_agreement, min_snr_db=min_snr_db)
+        return Trial(precision, list(raised), accuracy["output_snr_db"], accuracy["top1_agreement"],
+                     accuracy["top1_drop_pt"], len(tflite), failures), candidate, tflite
+
+    baseline, chosen_recipe, chosen_tflite = trial(None, [])
+    trials, chosen = [baseline], baseline if baseline.met else None
+    for precision in STEPS if chosen is None else ():
+        for count in range(1, min(max_raised, len(ranking)) + 1):
+            result, candidate, tflite = trial(precision, ranking[:count])
+            trials.append(result)
+            if result.met:
+                chosen, chosen_recipe, chosen_tflite = result, candidate, tflite
+                break
+        if chosen is not None:
+            break
+    if chosen is None:
+        chosen_recipe, chosen_tflite = recipe, b""
+    return AutoPrecision(budget, ranking, trials, chosen, chosen_recipe, chosen_tflite)
+
+
+def recipe_toml(recipe, note=""):
+    """``recipe`` (post-training, with its ``[[precision]]`` rules) as a TOML recipe file ``--recipe`` loads."""
+    def value(v):
+        return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)
+
+    lines = [f"# {line}" for line in note.splitlines()]
+    for field in ("name", "description", "quantization", "qat", "input_type", "output_type",
+                  "calibration_samples", "batch_size", "allow_float_ops"):
+        lines.append(f"{field} = {value(getattr(recipe, field))}")
+    for rule in recipe.precision:
+        lines += ["", "[[precision]]", f"match = {value(rule.match)}", f"precision = {value(rule.precision)}"]
+    return "\n".join(lines) + "\n"
+
+
+def format_table(result):
+    """The terminal table of ``result`` (:meth:`AutoPrecision.to_dict`, as in report.json): each candidate tried,
+    what it gained against the baseline and what it cost in size."""
+    trials = result["trials"]
+    base = trials[0]
+    rows = [f"  {'raised':<40} {'SNR dB':>7} {'agree':>6} {'KiB':>7}  budget"]
+    for t in trials:
+        label = "none (all int8, float32 I/O)" if t["precision"] is None else \
+            f"{len(t['layers'])} to {t['precision']}: " + ", ".join(t["layers"])
+        label = label if len(label) <= 40 else label[:37] + "..."
+        gain = "" if t is base else (f" ({t['output_snr_db'] - base['output_snr_db']:+.1f} dB, "
+                                     f"{(t['size_bytes'] - base['size_bytes']) / 1024:+.1f} KiB)")
+        rows.append(f"  {label:<40} {t['output_snr_db']:>7.1f} {t['top1_agreement']:>6.3f} "
+                    f"{t['size_bytes'] / 1024:>7.1f}  {'met' if t['met'] else 'missed'}{gain}")
+    return "\n".join(rows)

@@ -1,0 +1,33 @@
+"""The real LiteRT interpreter as an independent reference for tests: a .tflite run on float samples (input
+quantized, output dequantized with the model's own parameters) and the numpy SNR formula to compare it by."""
+
+import numpy as np
+from ai_edge_litert.interpreter import Interpreter
+
+
+def snr_db(reference, test):
+    """10 log10(signal energy / error energy) of ``test`` against ``reference``."""
+    reference, test = np.asarray(reference, np.float64), np.asarray(test, np.float64)
+    return 10 * np.log10(np.sum(reference ** 2) / np.sum((reference - test) ** 2))
+
+
+def run_on_float_samples(tflite, x):
+    """Outputs of the flatbuffer ``tflite`` (bytes) for each float sample of ``x``, stacked, as float."""
+    interpreter = Interpreter(model_content=tflite)
+    interpreter.allocate_tensors()
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    results = []
+    for sample in x:
+        value = sample[np.newaxis]
+        if inp["dtype"] != np.float32:
+            scale, zero = inp["quantization"]
+            info = np.iinfo(inp["dtype"])
+            value = np.clip(np.round(value / scale) + zero, info.min, info.max).astype(inp["dtype"])
+        interpreter.set_tensor(inp["index"], value)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        if out["dtype"] != np.float32:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float64) - zero) * scale
+        results.append(y[0])
+    return np.stack(results)
