@@ -17,6 +17,7 @@ import time
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
+from litert_reference import run_on_float_samples
 
 from edge_attn.cli import main
 from edge_attn.convert import convert_model, load_recipe
@@ -32,25 +33,9 @@ SHAPES = {"se_resnet20": (16, 16, 1), "cbam_resnet20": (16, 16, 1), "se_resnet1d
 
 
 def cpu_outputs(data, x_float):
-    """LiteRT's CPU interpreter on float samples, (de)quantizing per the model's own parameters — written out here
-    from the TFLite quantization spec (real = scale·(q − zero_point)), independently of edge_attn.litert."""
-    interpreter = Interpreter(model_content=data)
-    interpreter.allocate_tensors()
-    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
-    results = []
-    for sample in x_float:
-        value = sample[None]
-        if inp["dtype"] != np.float32:
-            scale, zp = inp["quantization"]
-            info = np.iinfo(inp["dtype"])
-            value = np.clip(np.round(value / scale) + zp, info.min, info.max).astype(inp["dtype"])
-        interpreter.set_tensor(inp["index"], value)
-        interpreter.invoke()
-        y = interpreter.get_tensor(out["index"])[0]
-        if out["dtype"] != np.float32:
-            y = out["quantization"][0] * (y.astype(np.float32) - out["quantization"][1])
-        results.append(y.astype(np.float32))
-    return np.stack(results)
+    """LiteRT's CPU interpreter on float samples, (de)quantizing per the model's own parameters, independently of
+    edge_attn.litert (tests/litert_reference.py)."""
+    return run_on_float_samples(data, x_float).astype(np.float32)
 
 
 class Zoo(dict):
@@ -124,7 +109,9 @@ def test_int8_constant_output_is_detected_and_reported(zoo, accelerator):
     assert any("shader error" in p and "WGSL" in p for p in result.problems), result.problems
     d = result.to_dict()
     assert d["verdict"] == "wrong-numbers" and d["symptom"] == result.problems[0]
-    assert d["graph"]["fully_accelerated"] is True and d["numerics"]["agreement_count"] < d["numerics"]["samples"]
+    # The numbers, not the argmax, are the check: a random-init model may put every sample in one class on the CPU
+    # too, so top-1 can agree 32/32 with a constant output (seen in CI, 2026-12-02).
+    assert d["graph"]["fully_accelerated"] is True and d["numerics"]["snr_db"] < gpu_target.MIN_SNR_DB
 
 
 @pytest.mark.parametrize("name,kind", [("se_resnet20", "f32"), ("se_resnet20", "fp16"), ("se_resnet20", "int8"),
