@@ -12,7 +12,7 @@ import pytest
 from ai_edge_litert.interpreter import Interpreter
 
 from litert_reference import run_on_float_samples, snr_db
-from zoo_patterns import zoo_params
+from zoo_patterns import small_input, zoo_params
 
 from edge_attn.convert import convert_model, inspect_tflite, load_recipe
 from edge_attn.convert.recipe import parse_recipe
@@ -21,8 +21,7 @@ from edge_attn.errors import BadInput
 from edge_attn.models import create_model, describe_models
 from edge_attn.pipeline import lowered_float_model
 
-SMALL_INPUT = {"imagenet": (32, 32, 3), "cifar": (16, 16, 1)}  # ImageNet ResNets downsample by 32
-FAMILY = {d["name"]: d["family"] for d in describe_models() if d["dims"] == 2}
+IMAGE_MODELS = sorted(d["name"] for d in describe_models() if d["dims"] == 2)
 QUICK = ("resnet18", "se_resnet20", "cbam_resnet20")
 SAMPLES = 8
 
@@ -34,7 +33,7 @@ def zoo():
 
     def get(name):
         if name not in cache:
-            shape = SMALL_INPUT[FAMILY[name]]
+            shape = small_input(name)
             from edge_attn._keras import keras
 
             keras.utils.set_random_seed(0)  # the measured numbers below are for this initialisation
@@ -48,7 +47,7 @@ def zoo():
     return get
 
 
-@pytest.mark.parametrize("name", zoo_params(sorted(FAMILY), quick=QUICK))
+@pytest.mark.parametrize("name", zoo_params(IMAGE_MODELS, quick=QUICK))
 def test_int16x8_converts_every_2d_zoo_model_to_an_all_integer_graph(zoo, name):
     model, x, tflite = zoo(name)
     info = inspect_tflite(tflite)

@@ -18,15 +18,13 @@ import sys
 import numpy as np
 import pytest
 
-from zoo_patterns import zoo_params
+from zoo_patterns import small_input, zoo_params
 
 from edge_attn._keras import keras
 from edge_attn.errors import BadInput
 from edge_attn.models import create_model, describe_models, is_registered, list_models
 from edge_attn.models.blocks import apply_basic_block, apply_bottleneck_block
 
-SMALL_INPUT = {"imagenet": (32, 32, 3), "cifar": (16, 16, 1), "1d": (64, 1)}  # 32 = ImageNet/1D downsampling
-FAMILY = {d["name"]: d["family"] for d in describe_models()}
 # Round-tripped by default: the ImageNet stem with basic blocks, SE and CBAM in 2D, CBAM in 1D (the bottleneck
 # block adds no layer type; the numpy tests below check it).
 QUICK = ("resnet18", "se_resnet20", "cbam_resnet20", "cbam_resnet1d_18")
@@ -45,7 +43,7 @@ def small_model():
 
     def get(name):
         if name not in cache:
-            cache[name] = create_model(name, input_shape=SMALL_INPUT[FAMILY[name]], classes=10)
+            cache[name] = create_model(name, input_shape=small_input(name), classes=10)
         return cache[name]
 
     return get
@@ -63,7 +61,7 @@ def imagenet50():
 def test_builds_runs_and_survives_save_and_load(small_model, name, tmp_path):
     model = small_model(name)
     assert model.name == name
-    x = np.random.default_rng(0).normal(size=(2, *SMALL_INPUT[FAMILY[name]])).astype("float32")
+    x = np.random.default_rng(0).normal(size=(2, *small_input(name))).astype("float32")
     logits = model(x, training=False).numpy()
     assert logits.shape == (2, 10)
     assert np.isfinite(logits).all()

@@ -6,13 +6,11 @@ tells a bottleneck network from a basic-block one and an SE network from a plain
 
 import pytest
 
-from zoo_patterns import layer_patterns, representative
+from zoo_patterns import layer_patterns, representative, small_input
 
 from edge_attn.models import create_model, describe_models
 
-SMALL_INPUT = {"imagenet": (32, 32, 3), "cifar": (16, 16, 1), "1d": (64, 1)}
-FAMILY = {d["name"]: d["family"] for d in describe_models()}
-VARIANTS = sorted(name for name in FAMILY if representative(name) != name)
+VARIANTS = sorted(name for name in (d["name"] for d in describe_models()) if representative(name) != name)
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +19,7 @@ def patterns():
 
     def get(name):
         if name not in cache:
-            cache[name] = layer_patterns(create_model(name, input_shape=SMALL_INPUT[FAMILY[name]], classes=10))
+            cache[name] = layer_patterns(create_model(name, input_shape=small_input(name), classes=10))
         return cache[name]
 
     return get

@@ -17,6 +17,13 @@ import pytest
 from edge_attn.models import describe_models
 
 _DESCRIPTIONS = {d["name"]: d for d in describe_models()}
+# The smallest input each family's models take whole: ImageNet and 1D ResNets downsample by 32, CIFAR ones by 4.
+SMALL_INPUT = {"imagenet": (32, 32, 3), "cifar": (16, 16, 1), "1d": (64, 1)}
+
+
+def small_input(name):
+    """A small input shape for zoo model ``name`` (its family's entry in ``SMALL_INPUT``)."""
+    return SMALL_INPUT[_DESCRIPTIONS[name]["family"]]
 
 
 def _kind(name):
