@@ -3,7 +3,9 @@ classics, built with ``weights=None`` (no download), trained briefly on digits, 
 
 For each model and recipe (int8-qat, int8-ptq): fully int8 or not, top-1 agreement and logit SNR of the
 int8 model against the float one on a held-out split (never trained on, never used for calibration or
-fine-tuning), and what normalization rewrote. Writes ``benchmarks/keras_applications.json`` and prints
+fine-tuning), and what normalization rewrote. A peer row per model, ``tf-converter-ptq``: the same float
+model through TensorFlow's own converter (full-integer int8, int8 I/O, the same number of calibration
+samples as ``int8-ptq``), scored the same way — what a user gets today without edge_attn. Writes ``benchmarks/keras_applications.json`` and prints
 the README table. Re-measured, not copied: run ``python -m benchmarks.keras_applications`` (about an hour
 on 2 cores; ``--models MobileNetV3Small`` for one). Rows are merged into the JSON model by model as each
 finishes (a model re-measured replaces its old rows), so a long run can be split or resumed; the JSON
@@ -22,6 +24,7 @@ import numpy as np
 DEFAULT_MODELS = ("MobileNetV3Small", "MobileNetV3Large", "MobileNetV3Large-no-preprocessing", "EfficientNetB0",
                   "EfficientNetV2B0", "ResNet50", "MobileNetV2")
 RECIPES = ("int8-qat", "int8-ptq")
+PEER = "tf-converter-ptq"
 INPUT_SHAPE = (32, 32, 3)
 
 
@@ -57,8 +60,35 @@ def train(model, x, y, epochs, seed=0):
     return model
 
 
+def tf_converter_ptq(model, x_train, samples):
+    """The float ``model`` as TensorFlow's converter makes it full-integer int8 on its own (int8 inputs and
+    outputs, ``samples`` seeded training samples, one per calibration step), or None if it refuses."""
+    import tensorflow as tf
+
+    picked = x_train[np.random.default_rng(0).permutation(len(x_train))[:samples]]
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = lambda: ([sample[None]] for sample in picked)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def _row(name, recipe, float_top1, held_out, tflite_bytes, rewritten, seconds):
+    from edge_attn.convert.inspect import inspect_tflite
+
+    return {
+        "model": name, "recipe": recipe, "fully_int8": inspect_tflite(tflite_bytes).fully_int8,
+        "float_top1": float_top1, "held_out_samples": held_out["samples"], "agreement": held_out["top1_agreement"],
+        "agreement_count": held_out["agreement_count"], "snr_db": held_out["output_snr_db"],
+        "compared_on": held_out["compared_on"], "int8_top1": held_out["quantized_top1"],
+        "kib": round(len(tflite_bytes) / 1024, 1), "rewritten": rewritten, "seconds": round(seconds, 1),
+    }
+
+
 def measure(name, data, epochs, out_root):
     import edge_attn
+    from edge_attn.convert import load_recipe
     from edge_attn.evaluate.compare import compare
 
     model = train(build(name, data.num_classes), np.asarray(data.x_train), np.asarray(data.y_train), epochs)
@@ -69,16 +99,17 @@ def measure(name, data, epochs, out_root):
         result = edge_attn.convert(model, recipe=recipe, data=(np.asarray(data.x_train), np.asarray(data.y_train)),
                                    out=os.path.join(out_root, f"{name}-{recipe}"), runs=5)
         held_out = compare(model, result.model_path, data.x_eval, data.y_eval)
-        rows.append({
-            "model": name, "recipe": recipe, "fully_int8": result.fully_int8, "float_top1": float_top1,
-            "held_out_samples": held_out["samples"], "agreement": held_out["top1_agreement"],
-            "agreement_count": held_out["agreement_count"], "snr_db": held_out["output_snr_db"],
-            "compared_on": held_out["compared_on"], "int8_top1": held_out["quantized_top1"],
-            "kib": round(os.path.getsize(result.model_path) / 1024, 1),
-            "rewritten": sorted({f"{r['from']}→{r['to']}" for r in result.report["rewrites"]}),
-            "seconds": round(time.perf_counter() - start, 1),
-        })
+        with open(result.model_path, "rb") as f:
+            tflite_bytes = f.read()
+        rows.append(_row(name, recipe, float_top1, held_out, tflite_bytes,
+                         sorted({f"{r['from']}→{r['to']}" for r in result.report["rewrites"]}),
+                         time.perf_counter() - start))
         print(json.dumps(rows[-1]), file=sys.stderr)
+    start = time.perf_counter()
+    peer = tf_converter_ptq(model, np.asarray(data.x_train), load_recipe("int8-ptq").calibration_samples)
+    rows.append(_row(name, PEER, float_top1, compare(model, peer, data.x_eval, data.y_eval), peer, [],
+                     time.perf_counter() - start))
+    print(json.dumps(rows[-1]), file=sys.stderr)
     return rows
 
 
