@@ -86,7 +86,7 @@ def _row(name, recipe, float_top1, held_out, tflite_bytes, rewritten, seconds):
     }
 
 
-def measure(name, data, epochs, out_root):
+def measure(name, data, epochs, out_root, qat_epochs=None):
     import edge_attn
     from edge_attn.convert import load_recipe
     from edge_attn.evaluate.compare import compare
@@ -97,7 +97,8 @@ def measure(name, data, epochs, out_root):
     for recipe in RECIPES:
         start = time.perf_counter()
         result = edge_attn.convert(model, recipe=recipe, data=(np.asarray(data.x_train), np.asarray(data.y_train)),
-                                   out=os.path.join(out_root, f"{name}-{recipe}"), runs=5)
+                                   out=os.path.join(out_root, f"{name}-{recipe}"), runs=5,
+                                   epochs=qat_epochs)
         held_out = compare(model, result.model_path, data.x_eval, data.y_eval)
         with open(result.model_path, "rb") as f:
             tflite_bytes = f.read()
@@ -128,6 +129,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS))
     parser.add_argument("--epochs", type=int, default=6, help="float training epochs on digits")
+    parser.add_argument("--qat-epochs", type=int, default=None, help="QAT fine-tune epochs (default: the recipe's)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "keras_applications.json"))
     args = parser.parse_args(argv)
     from edge_attn.data import load_data
@@ -143,7 +145,7 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="edge-attn-apps-") as out_root:
         for name in args.models.split(","):
             machine = machine_record([1])
-            rows = measure(name, data, args.epochs, out_root)
+            rows = measure(name, data, args.epochs, out_root, args.qat_epochs)
             for row in rows:
                 row["machine"] = {"cpu": machine["cpu"]["model"], "cpus": machine["cpus"],
                                   "load_average": machine["load_average_before"], "float_epochs": args.epochs,

@@ -11,11 +11,17 @@ def snr_db(reference, test):
     return 10 * np.log10(np.sum(reference ** 2) / np.sum((reference - test) ** 2))
 
 
-def run_on_float_samples(tflite, x):
-    """Outputs of the flatbuffer ``tflite`` (bytes) for each float sample of ``x``, stacked, as float."""
-    interpreter = Interpreter(model_content=tflite)
+def run_on_float_samples(tflite, x, input_of_op=None):
+    """Outputs of the flatbuffer ``tflite`` (bytes) for each float sample of ``x``, stacked, as float.
+
+    ``input_of_op`` (an op name such as ``"SOFTMAX"``): read the first input of the last such op instead of
+    the graph output (all tensors preserved, which runs without XNNPACK) — a head's logits."""
+    interpreter = Interpreter(model_content=tflite, experimental_preserve_all_tensors=input_of_op is not None)
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    if input_of_op is not None:
+        index = [op for op in interpreter._get_ops_details() if op["op_name"] == input_of_op][-1]["inputs"][0]
+        out = next(t for t in interpreter.get_tensor_details() if t["index"] == index)
     results = []
     for sample in x:
         value = sample[np.newaxis]
