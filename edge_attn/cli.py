@@ -155,6 +155,7 @@ def _summary_rows(name, report):
         ("top-1 agreement", f"{acc['top1_agreement']:.4f} ({acc.get('agreement_count', '?')}/{acc['samples']})"),
         ("output SNR", f"{acc['output_snr_db']:.1f} dB" + (" (logits)" if acc.get("compared_on") == "logits" else "")),
         *_parity_row(report),
+        *_low_resolution_rows(report),
         ("latency p50 float → quantized", f"{lat['reference']['p50']:.2f} → {lat['quantized']['p50']:.2f} ms "
                                           f"({lat['threads']} threads)"),
         ("budget", ("passed" if report["budget"]["passed"] else "FAILED: " + "; ".join(report["budget"]["failures"]))
@@ -167,6 +168,12 @@ def _budget_terms(budget):
     if budget.get("min_snr_db") is not None:
         terms.append(f"SNR >= {budget['min_snr_db']:g} dB")
     return " (" + ", ".join(terms) + ")"
+
+
+def _low_resolution_rows(report):
+    from edge_attn.evaluate.per_layer import describe_low_resolution
+
+    return describe_low_resolution(report.get("layers") or [])
 
 
 def _parity_row(report):
@@ -335,6 +342,7 @@ def cmd_check(args):
         print(json.dumps(_jsonable(result), indent=2, allow_nan=False))
     else:
         from edge_attn.evaluate.local_error import describe_worst_layers
+        from edge_attn.evaluate.per_layer import describe_low_resolution
 
         _print_rows([
             ("model", args.model), ("fully int8", _int8_verdict(result)),
@@ -349,6 +357,7 @@ def cmd_check(args):
             *[(r["target"], r["verdict"] + (f": {r['symptom']}" if r["symptom"] else ""))
               for r in result.get("accelerators", [])[1:]],
             *describe_worst_layers(layers),
+            *describe_low_resolution(layers),
         ])
         print("budget: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     return 1 if failures else 0

@@ -234,8 +234,12 @@ def _check_layer_entries(entries, float_model):
     assert names == sorted(names, key=order.index)  # graph order follows the float model's order here
     assert "conv1" not in names and "bn1" not in names  # fused into relu1's op: skipped
     for e in entries:
-        assert set(e) == {"name", "op", "rmse", "snr_db", "local_rmse", "local_snr_db", "scale", "tensor"}
+        assert set(e) == {"name", "op", "rmse", "snr_db", "local_rmse", "local_snr_db", "scale", "tensor",
+                          "float_range", "levels"}
         assert e["rmse"] >= 0 and e["scale"] > 0
+        # levels: the float values' span in steps of the tensor's scale
+        low, high = e["float_range"]
+        assert low <= high and e["levels"] == pytest.approx((high - low) / e["scale"], abs=0.05)
         # every tensor is compared with the layer whose output it really is: good int8 agreement
         assert e["snr_db"] > 20, e
 

@@ -55,12 +55,15 @@ _TRACELESS_LAYERS = (keras.layers.BatchNormalization, keras.layers.Dropout, kera
 def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
     """RMSE and SNR of every matched TFLite op output against the float layer it computes, in graph order.
 
-    Returns a list of ``dict(name, op, rmse, snr_db, local_rmse, local_snr_db, scale, tensor)``: the Keras
+    Returns a list of ``dict(name, op, rmse, snr_db, local_rmse, local_snr_db, scale, tensor, float_range,
+    levels)``: the Keras
     layer name, the TFLite op type, the cumulative (inherited) RMSE and SNR (dB, see
     :mod:`edge_attn.evaluate.metrics`) and the local ones (that layer alone quantized on the float model's
     inputs, :mod:`edge_attn.evaluate.local_error`; None where it cannot be cut out) over all elements of all
     ``x_samples`` (an array or a lazy :class:`edge_attn.data.Samples`, read one sample at a time), the
-    tensor's quantization scale (``None`` for a float tensor) and its TFLite name.
+    tensor's quantization scale (``None`` for a float tensor) and its TFLite name; ``float_range`` is [min, max]
+    of the float layer's values over the samples, ``levels`` how many quantization steps that range spans
+    (``None`` for a float tensor; see :func:`low_resolution_layers`).
 
     Memory is bounded by design, not by the sample count or the number of layers: samples go one at a
     time; the float layers are computed in groups of consecutive layers whose outputs for one sample fit
@@ -79,6 +82,7 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
     local = _LocalErrors(tflite_model, interpreter, matches, groups)
     signal = np.zeros(len(matches))
     error = np.zeros(len(matches))
+    low, high = np.full(len(matches), np.inf), np.full(len(matches), -np.inf)
     for index in range(len(x_samples)):
         sample = np.asarray(x_samples[index:index + 1], np.float32)
         invoke_sample(interpreter, sample[0])  # the matched tensors stay readable until the next invoke
@@ -91,6 +95,7 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
                 quantized = read_float(interpreter, matches[k]["detail"])[0].astype(np.float64)
                 signal[k] += np.sum(reference**2)
                 error[k] += np.sum((reference - quantized) ** 2)
+                low[k], high[k] = min(low[k], reference.min()), max(high[k], reference.max())
                 local.keep_boundary(k, output)
             local.compare_group(number, group, float_outputs)
             del float_outputs
@@ -106,8 +111,34 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
             **local.result(k, elements),
             "scale": scale or None,
             "tensor": match["detail"]["name"],
+            "float_range": [float(low[k]), float(high[k])],
+            "levels": round(float(high[k] - low[k]) / scale, 1) if scale else None,
         })
     return results
+
+
+LOW_LEVELS = 16  # below 4 bits' worth of steps an int8 tensor keeps too little of its layer's values
+
+
+def low_resolution_layers(layers, below=LOW_LEVELS):
+    """The rows of :func:`layer_errors` whose float values span fewer than ``below`` steps of their int8
+    tensor. The usual cause: values far from 0 in a narrow band (an input Rescaling/Normalization fed data
+    in another range than the one it was built for, e.g. [0, 1] images into a layer expecting [0, 255]):
+    an int8 range always contains 0, so the band gets a handful of the 256 steps."""
+    return [row for row in layers if row.get("levels") is not None and row["levels"] < below]
+
+
+def describe_low_resolution(layers, count=3):
+    """The terminal row naming the low-resolution layers, or no row. [(label, text)]."""
+    rows = low_resolution_layers(layers)
+    if not rows:
+        return []
+    names = ", ".join(f"{r['name']} {r['levels']:g} steps (values {r['float_range'][0]:.4g}..{r['float_range'][1]:.4g})"
+                      for r in sorted(rows, key=lambda r: r["levels"])[:count])
+    more = f" and {len(rows) - count} more" if len(rows) > count else ""
+    return [(f"few int8 steps (< {LOW_LEVELS})", f"{names}{more}: an int8 range always includes 0, so a narrow band "
+             "far from 0 keeps only these steps; if it is input preprocessing, feed data in the range the model "
+             "expects")]
 
 
 class _LocalErrors:
