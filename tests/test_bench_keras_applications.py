@@ -68,6 +68,7 @@ def test_rows_for_both_recipes_and_the_peer_merge_into_the_json(run):
         assert "stale" not in row and row["fully_int8"] is True, row
         assert row["agreement_count"] / row["held_out_samples"] == pytest.approx(row["agreement"])
         assert row["machine"]["cpus"] >= 1 and row["machine"]["float_epochs"] == 6
+        assert row["input_range"] == [0.0, 1.0]  # no built-in preprocessing: the digits as they are
     assert rows["SmallSE", apps.PEER]["rewritten"] == []
 
 
