@@ -219,11 +219,13 @@ def first_screen_problems(screen, passed):
     return problems
 
 
-def screenshot(html_path, folder):
+def screenshot(html_path, folder, height=900, name="first-screen"):
+    """Headless Chromium's RGB screenshot of ``html_path``, 1280 pixels wide and ``height`` high, saved as
+    ``folder/name.png``."""
     from PIL import Image
 
-    shot = folder / "first-screen.png"
-    done = chromium(html_path, folder / "profile", "--window-size=1280,900", f"--screenshot={shot}")
+    shot = folder / f"{name}.png"
+    done = chromium(html_path, folder / f"profile-{name}", f"--window-size=1280,{height}", f"--screenshot={shot}")
     assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
     return np.asarray(Image.open(shot).convert("RGB"))
 
@@ -264,17 +266,12 @@ def local_vs_cumulative_problems(screen):
 
 
 def full_page(html_path, folder):
-    from PIL import Image
-
-    shot = folder / "full-page.png"
-    done = chromium(html_path, folder / "profile-full", "--window-size=1280,4000", f"--screenshot={shot}")
-    assert done.returncode == 0 and shot.exists(), done.stderr[-2000:]
-    return np.asarray(Image.open(shot).convert("RGB"))
+    return screenshot(html_path, folder, height=4000, name="full-page")
 
 
 def test_report_page_shows_local_beside_inherited_error(out, tmp_path):
     """A screenshot of the whole page shows the per-layer chart with local-SNR dots over cumulative bars
-    (saved as local-vs-cumulative.png beside the test's files to look at); the same page with its PNGs
+    (saved as full-page.png beside the test's files to look at); the same page with its PNGs
     cut short shows neither."""
     screen = full_page(out / "report.html", tmp_path)
     assert local_vs_cumulative_problems(screen) == []
