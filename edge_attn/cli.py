@@ -626,14 +626,25 @@ class _Terminated(KeyboardInterrupt):
 
 
 @contextlib.contextmanager
-def _interrupts_raise():
+def _interrupts_raise(show_native_tracebacks=False):
     """SIGINT raises KeyboardInterrupt and SIGTERM :class:`_Terminated`, once: a repeat while the first one
     is cleaning up (milliseconds) is ignored. Signals the caller set to be ignored (``nohup``) stay ignored.
-    Yields the list of signals received (at most one)."""
+    Yields the list of signals received (at most one).
+
+    Once a signal was received, tracebacks that native code prints through ``sys.excepthook`` (TensorFlow's
+    C++ calling ``PyErr_Print`` on the error our KeyboardInterrupt became) go to descriptor 2 -- the native
+    log while output is captured -- instead of the terminal, unless ``show_native_tracebacks``."""
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield []
         return
     raised = []
+    previous_hook = sys.excepthook
+
+    def excepthook(kind, value, tb):
+        if raised and not show_native_tracebacks:
+            traceback.print_exception(kind, value, tb, file=sys.__stderr__)
+        else:
+            previous_hook(kind, value, tb)
 
     def handler(signum, _frame):
         if not raised:
@@ -645,8 +656,10 @@ def _interrupts_raise():
         for signum in (signal.SIGINT, signal.SIGTERM):
             if signal.getsignal(signum) != signal.SIG_IGN:
                 previous[signum] = signal.signal(signum, handler)
+        sys.excepthook = excepthook
         yield raised
     finally:
+        sys.excepthook = previous_hook
         for signum, old in previous.items():
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
@@ -674,7 +687,8 @@ def main(argv=None):
         return 2
     from edge_attn.quiet import native_output_captured
 
-    with _interrupts_raise() as received, native_output_captured(not (args.verbose or args.debug)):
+    show_everything = args.verbose or args.debug
+    with _interrupts_raise(show_everything) as received, native_output_captured(not show_everything):
         try:
             with _claimed_out(args, argv):
                 _import_user_code(args)

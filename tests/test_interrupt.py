@@ -340,3 +340,29 @@ def test_an_interrupt_that_native_code_turned_into_another_error_is_still_an_int
     monkeypatch.setattr(cli, "cmd_models", lambda args: int("not a number"))
     with pytest.raises(ValueError):
         cli.main(["models"])
+
+
+def test_a_traceback_native_code_prints_while_an_interrupt_unwinds_stays_off_the_terminal(monkeypatch, capsys):
+    """Seen in CI (stop 22): Ctrl-C during model.save, and TensorFlow's C++ code printed the SystemError the
+    KeyboardInterrupt became (``PyErr_Print``, which goes through ``sys.excepthook``) before failing on. The
+    user pressed Ctrl-C: one line. ``PyRun_SimpleString`` is C code that prints an error exactly that way."""
+    import ctypes
+
+    import edge_attn.cli as cli
+
+    def native_code_prints_then_fails(args):
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            ctypes.pythonapi.PyRun_SimpleString(b"raise SystemError('returned a result with an exception set')")
+            raise ValueError("The target structure is of type TensorShape")
+
+    monkeypatch.setattr(cli, "cmd_models", native_code_prints_then_fails)
+    assert cli.main(["models"]) == 130
+    assert capsys.readouterr().err.strip().splitlines() == ["edge-attn models: interrupted"]
+
+    # Without an interrupt the same native print is shown: it may be the only word on a real failure.
+    native_print = ctypes.pythonapi.PyRun_SimpleString
+    monkeypatch.setattr(cli, "cmd_models", lambda args: native_print(b"raise SystemError('x')") and 0)
+    assert cli.main(["models"]) == 0
+    assert "SystemError: x" in capsys.readouterr().err
