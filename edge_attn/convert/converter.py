@@ -52,7 +52,7 @@ from edge_attn.atomic import write_bytes
 from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.errors import BadInput
 from edge_attn.convert.float_gate import refuse_float_ops
-from edge_attn.convert.requantize import drop_identity_requantize
+from edge_attn.convert.requantize import integer_requantize
 from edge_attn.convert.tracing import _has_fake_quant, _trace
 from edge_attn.resources import release_free_memory
 
@@ -109,7 +109,7 @@ def convert_model(model, recipe, representative=None, *, name=None):
             release_free_memory()  # the converter's transient copies of the graph, back to the OS
 
     if recipe.quantization == "int8":
-        data, _ = drop_identity_requantize(data)  # float32 rounding of one scale, not a float op
+        data, _, _ = integer_requantize(data)  # a float round trip between int8 tensors, not a float op
     refuse_float_ops(data, recipe, what, "no integer kernel or no quantization range; ")
     return data
 
