@@ -138,6 +138,28 @@ def _int8_qat_tflite(model, samples):
     return convert_model(qat.model, recipe, [s[None] for s in samples[:8]])
 
 
+def test_a_dead_se_bottleneck_keeps_the_next_layers_bias():
+    """Found by the random-model generator (seed 3): an SE bottleneck that is 0 on every calibration sample
+    (dead ReLU) got the range [0, 0]; its scale ~0 made the next Dense's bias scale ~0, its int32 bias
+    saturated, and that layer was at 1.4 dB. Reference: the float model and the real LiteRT interpreter."""
+    from litert_reference import run_on_float_samples, snr_db as litert_snr_db
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((6, 6, 4))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(inputs)
+    squeezed = keras.layers.GlobalAveragePooling2D()(x)
+    dead = keras.layers.Dense(2, activation="relu", kernel_initializer="zeros", bias_initializer=keras.initializers.
+                              Constant(-1.0), name="se_fc1")(squeezed)
+    gate = keras.layers.Dense(8, activation="sigmoid", bias_initializer=keras.initializers.RandomNormal(0, 2, seed=1),
+                              name="se_fc2")(dead)
+    x = keras.layers.Multiply()([x, keras.layers.Reshape((1, 1, 8))(gate)])
+    model = keras.Model(inputs, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    samples = np.random.default_rng(3).normal(size=(32, 6, 6, 4)).astype("float32")
+    assert np.all(keras.Model(inputs, dead).predict(samples, verbose=0) == 0)  # dead on every sample
+    tflite = _int8_qat_tflite(model, samples)
+    assert litert_snr_db(model.predict(samples, verbose=0), run_on_float_samples(tflite, samples)) > 25
+
+
 @pytest.mark.parametrize("name", zoo_params(DEFAULT_2D + DEFAULT_1D + SLOW_2D, quick=DEFAULT_2D + DEFAULT_1D))
 def test_zoo_model_converts_fully_int8(name):
     shape = _input_shape(name)

@@ -88,13 +88,26 @@ def calibrate_ranges(qat_model, float_model, samples, batch_size=None):
         qat_model(next(_batches(samples, batch_size)), training=True)
     observed = dict(zip(names, zip(lows, highs)))
     for name, (_, min_var, max_var) in targets:
-        low, high = observed[name]
-        # Quantized ranges must contain 0 (the zero point is an integer in range).
-        min_var.assign(min(float(low), 0.0))
-        max_var.assign(max(float(high), 0.0))
+        low, high = _quantizable_range(*observed[name])
+        min_var.assign(low)
+        max_var.assign(high)
     for layer in qat_model.layers:
         if _compat.is_input_quantizer(layer):
             min_var, max_var = _compat.input_range(layer)
-            min_var.assign(min(input_low, 0.0))
-            max_var.assign(max(input_high, 0.0))
+            low, high = _quantizable_range(input_low, input_high)
+            min_var.assign(low)
+            max_var.assign(high)
     return len(targets)
+
+
+DEAD_RANGE = (0.0, 1.0)
+
+
+def _quantizable_range(low, high):
+    """The observed [low, high] as an int8 range: it must contain 0 (the zero point is an integer in range),
+    and a tensor that was 0 on every sample (a dead ReLU, an SE bottleneck that never fires) gets
+    :data:`DEAD_RANGE` instead of [0, 0]: any range holds its zeros exactly, but a scale near 0 makes the
+    next layer's bias scale (input scale x weight scale) so small that its int32 bias overflows and
+    saturates (random-model seed 3: an SE FC after a dead one at 1.4 dB)."""
+    low, high = min(float(low), 0.0), max(float(high), 0.0)
+    return DEAD_RANGE if high - low == 0.0 else (low, high)
