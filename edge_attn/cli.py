@@ -155,7 +155,7 @@ def _summary_rows(name, report):
         ("top-1 agreement", f"{acc['top1_agreement']:.4f} ({acc.get('agreement_count', '?')}/{acc['samples']})"),
         ("output SNR", f"{acc['output_snr_db']:.1f} dB" + (" (logits)" if acc.get("compared_on") == "logits" else "")),
         *_parity_row(report),
-        *_low_resolution_rows(report),
+        *_range_rows(report),
         ("latency p50 float → quantized", f"{lat['reference']['p50']:.2f} → {lat['quantized']['p50']:.2f} ms "
                                           f"({lat['threads']} threads)"),
         ("budget", ("passed" if report["budget"]["passed"] else "FAILED: " + "; ".join(report["budget"]["failures"]))
@@ -170,10 +170,11 @@ def _budget_terms(budget):
     return " (" + ", ".join(terms) + ")"
 
 
-def _low_resolution_rows(report):
-    from edge_attn.evaluate.per_layer import describe_low_resolution
+def _range_rows(report):
+    from edge_attn.evaluate.per_layer import describe_clipping, describe_low_resolution
 
-    return describe_low_resolution(report.get("layers") or [])
+    layers = report.get("layers") or []
+    return [*describe_low_resolution(layers), *describe_clipping(layers)]
 
 
 def _parity_row(report):
@@ -342,7 +343,7 @@ def cmd_check(args):
         print(json.dumps(_jsonable(result), indent=2, allow_nan=False))
     else:
         from edge_attn.evaluate.local_error import describe_worst_layers
-        from edge_attn.evaluate.per_layer import describe_low_resolution
+        from edge_attn.evaluate.per_layer import describe_clipping, describe_low_resolution
 
         _print_rows([
             ("model", args.model), ("fully int8", _int8_verdict(result)),
@@ -358,6 +359,7 @@ def cmd_check(args):
               for r in result.get("accelerators", [])[1:]],
             *describe_worst_layers(layers),
             *describe_low_resolution(layers),
+            *describe_clipping(layers),
         ])
         print("budget: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     return 1 if failures else 0

@@ -12,7 +12,7 @@ from edge_attn import _compat
 from edge_attn._keras import keras
 
 HEADS = ("softmax", "sigmoid")
-_TFLITE_HEAD_OPS = {"softmax": "SOFTMAX", "sigmoid": "LOGISTIC"}
+TFLITE_HEAD_OPS = {"softmax": "SOFTMAX", "sigmoid": "LOGISTIC"}
 _PASS_THROUGH_OPS = ("QUANTIZE", "DEQUANTIZE", "RESHAPE")
 
 
@@ -48,7 +48,9 @@ def split_head(model):
     if isinstance(layer, (keras.layers.Softmax, keras.layers.Activation)) or not layer.weights:
         logits = layer.input
     else:  # the activation is fused into a weighted layer: apply a linear copy of it to the same input
-        config = {**layer.get_config(), "activation": "linear", "name": f"{layer.name}_logits"}
+        # Same name: the original is not in the logits model, and per-layer error matches TFLite tensors
+        # (which carry the original's name) to layers by name.
+        config = {**layer.get_config(), "activation": "linear", "name": layer.name}
         linear = type(layer).from_config(config)
         logits = linear(layer.input)
         linear.set_weights(layer.get_weights())
@@ -71,7 +73,7 @@ def tflite_logits_tensor(info):
     tensor = info.outputs[0].index if len(info.outputs) == 1 else None
     while tensor is not None and tensor in producers:
         op = producers[tensor]
-        if op.op in _TFLITE_HEAD_OPS.values():
+        if op.op in TFLITE_HEAD_OPS.values():
             return op.inputs[0]
         if op.op not in _PASS_THROUGH_OPS:
             return None

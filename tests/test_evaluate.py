@@ -235,7 +235,7 @@ def _check_layer_entries(entries, float_model):
     assert "conv1" not in names and "bn1" not in names  # fused into relu1's op: skipped
     for e in entries:
         assert set(e) == {"name", "op", "rmse", "snr_db", "local_rmse", "local_snr_db", "scale", "tensor",
-                          "float_range", "levels"}
+                          "float_range", "levels", "clipped", "clipping_snr_db"}
         assert e["rmse"] >= 0 and e["scale"] > 0
         # levels: the float values' span in steps of the tensor's scale
         low, high = e["float_range"]
@@ -277,6 +277,37 @@ def test_layer_errors_drop_with_wrong_weights(float_model, ptq_tflite, ptq_layer
     assert [e["name"] for e in broken] == [e["name"] for e in ptq_layers]
     for good, bad in zip(ptq_layers, broken):
         assert bad["snr_db"] < good["snr_db"] - 15, (good, bad)
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["softmax-layer", "dense-softmax"])
+def test_a_logits_reference_matches_the_softmax_input_not_its_output(fused):
+    """Found on random-model seeds 10/21: the check's reference for a probability head is the logits
+    model (edge_attn.heads), and the nameless SOFTMAX output of the graph was matched to its last layer
+    (the logits Dense): -0.4 dB. The Dense must match the FULLY_CONNECTED feeding the SOFTMAX, whose values
+    are numpy's ``features @ kernel + bias`` of the float model."""
+    from edge_attn.convert import convert_model, load_recipe
+    from edge_attn.heads import split_head
+
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((6, 6, 2))
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(keras.layers.Conv2D(6, 3, activation="relu")(inputs))
+    if fused:
+        outputs = keras.layers.Dense(3, activation="softmax", name="logits")(x)
+    else:
+        outputs = keras.layers.Softmax(name="probabilities")(keras.layers.Dense(3, name="logits")(x))
+    model = keras.Model(inputs, outputs)
+    samples = np.random.default_rng(0).normal(size=(24, 6, 6, 2)).astype("float32")
+    tflite = convert_model(model, load_recipe("int8-ptq"), [s[None] for s in samples])
+    logits_model, head = split_head(model)
+    assert head == "softmax"
+    rows = {row["name"]: row for row in layer_errors(logits_model, tflite, samples)}
+    logits_name = logits_model.output_names[0]
+    assert rows[logits_name]["op"] == "FULLY_CONNECTED"
+    features = keras.Model(inputs, model.get_layer("pool").output).predict(samples, verbose=0)
+    kernel, bias = model.get_layer("logits").get_weights()
+    expected = features @ kernel + bias
+    assert rows[logits_name]["float_range"] == pytest.approx([expected.min(), expected.max()], abs=1e-5)
+    assert rows[logits_name]["snr_db"] > 25
 
 
 # ---------------------------------------------------------------------------------------- latency

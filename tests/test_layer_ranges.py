@@ -1,10 +1,16 @@
-"""Layers whose values span only a few int8 steps are named (per-layer ``levels``, check's and convert's
-summary row). The case users hit: [0, 1] images fed to a model whose Rescaling expects [0, 255]
-(``Rescaling(1/127.5, offset=-1)``, MobileNetV3's and EfficientNetV2's built-in preprocessing).
+"""Per-layer range diagnostics of a converted model, named in check's and convert's summary.
 
-Reference: TFLite's quantization spec — an int8 tensor's range always contains 0, so values in
-[lo, hi] with lo < hi < 0 get the scale (0 - lo) / 255 and span (hi - lo) / scale steps — computed here with
-numpy from the data, not from edge_attn.
+- ``levels``: layers whose values span only a few int8 steps. The case users hit: [0, 1] images fed to a model
+  whose Rescaling expects [0, 255] (``Rescaling(1/127.5, offset=-1)``, MobileNetV3's and EfficientNetV2's
+  built-in preprocessing).
+- ``clipped`` / ``clipping_snr_db``: layers whose values go beyond the calibrated int8 range. The case
+  users hit: calibration on a few samples, evaluation on data that reaches further (random-model seed 14:
+  logits clipped at 2.4 where the held-out samples reach 3.1, 16.7 dB output SNR).
+
+Reference: TFLite's quantization spec — an int8 tensor's range always contains 0 and is the calibrated
+[min, max], so values in [lo, hi] with lo < hi < 0 get the scale (0 - lo) / 255 and span (hi - lo) / scale
+steps, and values past the calibrated max are clipped to it — computed here with numpy from the data, not
+from edge_attn.
 """
 
 import numpy as np
@@ -12,7 +18,8 @@ import pytest
 
 from edge_attn._keras import keras
 from edge_attn.convert import convert_model, load_recipe
-from edge_attn.evaluate.per_layer import describe_low_resolution, layer_errors, low_resolution_layers
+from edge_attn.evaluate.per_layer import (clipped_layers, describe_clipping, describe_low_resolution, layer_errors,
+                                          low_resolution_layers)
 
 SHAPE = (12, 12, 3)
 
@@ -27,8 +34,9 @@ def model():
     return keras.Model(inputs, keras.layers.Dense(4, name="head")(x))
 
 
-def _rows(model, x):
-    tflite = convert_model(model, load_recipe("int8-ptq"), [s[None] for s in x])
+def _rows(model, x, calibration=None):
+    calibration = x if calibration is None else calibration
+    tflite = convert_model(model, load_recipe("int8-ptq"), [s[None] for s in calibration])
     return {row["name"]: row for row in layer_errors(model, tflite, x)}
 
 
@@ -49,3 +57,28 @@ def test_data_in_the_expected_range_is_not_named(model):
     rows = _rows(model, x)
     assert rows["preprocess"]["levels"] > 200  # [-1, 1] over 255 steps
     assert low_resolution_layers(list(rows.values())) == [] and describe_low_resolution(list(rows.values())) == []
+
+
+def test_values_beyond_the_calibrated_range_are_measured_and_named(model):
+    rng = np.random.default_rng(2)
+    calibration = rng.uniform(0, 255, size=(16, *SHAPE)).astype("float32")
+    x = rng.uniform(0, 510, size=(16, *SHAPE)).astype("float32")  # reaches twice as far
+    rows = _rows(model, x, calibration)
+    values = x.astype(np.float64) / 127.5 - 1
+    lo, hi = calibration.min() / 127.5 - 1, calibration.max() / 127.5 - 1
+    expected_share = np.mean(values > hi)  # about half of them
+    clipped = np.clip(values, lo, hi)
+    expected_db = 10 * np.log10(np.sum(values ** 2) / np.sum((values - clipped) ** 2))
+    # within a step of the nudged zero point: ~1/255 of the range moves the boundary
+    assert rows["preprocess"]["clipped"] == pytest.approx(expected_share, abs=0.01)
+    assert rows["preprocess"]["clipping_snr_db"] == pytest.approx(expected_db, abs=0.3)
+    assert "preprocess" in [r["name"] for r in clipped_layers(list(rows.values()))]
+    (label, text), = describe_clipping(list(rows.values()))
+    assert label.startswith("clipped") and "preprocess" in text and "calibrat" in text, text
+
+
+def test_data_inside_the_calibrated_range_is_not_clipped(model):
+    x = np.random.default_rng(1).uniform(0, 255, size=(16, *SHAPE)).astype("float32")
+    rows = _rows(model, x)
+    assert all(r["clipped"] == 0 and r["clipping_snr_db"] is None for r in rows.values()), rows
+    assert describe_clipping(list(rows.values())) == []

@@ -27,7 +27,8 @@ checked numerically in tests/test_evaluate.py, where the matched layer is the on
   (the ReLU after it), the BN's own output exists nowhere, and its MUL (the scale half alone) is not
   reported as the BN.
 * The graph's output often has no layer name (``StatefulPartitionedCall:0``); for single-output models it
-  is the float model's output layer. A trailing DEQUANTIZE (float-output models) is looked through.
+  is the float model's output layer -- unless it is a SOFTMAX/LOGISTIC head and the float model has none
+  (a logits reference, :mod:`edge_attn.heads`): then the head's input carries the output layer's name. A trailing DEQUANTIZE (float-output models) is looked through.
 
 Not matched, and so absent from the result: QUANTIZE/DEQUANTIZE ops (type conversions, not layers);
 float layers the converter fused into another layer's op (conv and bn in conv→bn→relu); tensors whose
@@ -42,6 +43,7 @@ from edge_attn import _compat
 from edge_attn._keras import keras, tf
 from edge_attn.errors import BadInput
 from edge_attn.evaluate.metrics import snr_db_from_energies
+from edge_attn.heads import TFLITE_HEAD_OPS, output_head
 from edge_attn.litert import invoke_sample, make_interpreter, read_float
 
 _CONVERSION_OPS = {"QUANTIZE", "DEQUANTIZE"}
@@ -56,14 +58,17 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
     """RMSE and SNR of every matched TFLite op output against the float layer it computes, in graph order.
 
     Returns a list of ``dict(name, op, rmse, snr_db, local_rmse, local_snr_db, scale, tensor, float_range,
-    levels)``: the Keras
+    levels, clipped, clipping_snr_db)``: the Keras
     layer name, the TFLite op type, the cumulative (inherited) RMSE and SNR (dB, see
     :mod:`edge_attn.evaluate.metrics`) and the local ones (that layer alone quantized on the float model's
     inputs, :mod:`edge_attn.evaluate.local_error`; None where it cannot be cut out) over all elements of all
     ``x_samples`` (an array or a lazy :class:`edge_attn.data.Samples`, read one sample at a time), the
     tensor's quantization scale (``None`` for a float tensor) and its TFLite name; ``float_range`` is [min, max]
     of the float layer's values over the samples, ``levels`` how many quantization steps that range spans
-    (``None`` for a float tensor; see :func:`low_resolution_layers`).
+    (``None`` for a float tensor; see :func:`low_resolution_layers`); ``clipped`` the share of the float values
+    beyond what the tensor can represent (more than half a step past its end points) and ``clipping_snr_db``
+    the SNR the layer would have if that clipping were its only error (``None``: no clipping or a float
+    tensor; see :func:`clipped_layers`).
 
     Memory is bounded by design, not by the sample count or the number of layers: samples go one at a
     time; the float layers are computed in groups of consecutive layers whose outputs for one sample fit
@@ -83,6 +88,8 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
     signal = np.zeros(len(matches))
     error = np.zeros(len(matches))
     low, high = np.full(len(matches), np.inf), np.full(len(matches), -np.inf)
+    bounds = [_representable(m["detail"]) for m in matches]
+    beyond, beyond_energy = np.zeros(len(matches)), np.zeros(len(matches))
     for index in range(len(x_samples)):
         sample = np.asarray(x_samples[index:index + 1], np.float32)
         invoke_sample(interpreter, sample[0])  # the matched tensors stay readable until the next invoke
@@ -96,6 +103,10 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
                 signal[k] += np.sum(reference**2)
                 error[k] += np.sum((reference - quantized) ** 2)
                 low[k], high[k] = min(low[k], reference.min()), max(high[k], reference.max())
+                if bounds[k] is not None:
+                    excess = reference - np.clip(reference, *bounds[k])
+                    beyond[k] += np.count_nonzero(excess)
+                    beyond_energy[k] += np.sum(excess ** 2)
                 local.keep_boundary(k, output)
             local.compare_group(number, group, float_outputs)
             del float_outputs
@@ -113,8 +124,20 @@ def layer_errors(float_model, tflite_model, x_samples, probe_bytes=PROBE_BYTES):
             "tensor": match["detail"]["name"],
             "float_range": [float(low[k]), float(high[k])],
             "levels": round(float(high[k] - low[k]) / scale, 1) if scale else None,
+            "clipped": float(beyond[k] / elements) if bounds[k] is not None else None,
+            "clipping_snr_db": snr_db_from_energies(signal[k], beyond_energy[k]) if beyond[k] else None,
         })
     return results
+
+
+def _representable(detail):
+    """[low, high] of the float values an integer tensor keeps (half a step past its end points rounds onto
+    them), or None for a float tensor."""
+    scale, zero_point = detail["quantization"]
+    if not scale or not np.issubdtype(detail["dtype"], np.integer):
+        return None
+    info = np.iinfo(detail["dtype"])
+    return (info.min - zero_point - 0.5) * scale, (info.max - zero_point + 0.5) * scale
 
 
 LOW_LEVELS = 16  # below 4 bits' worth of steps an int8 tensor keeps too little of its layer's values
@@ -139,6 +162,29 @@ def describe_low_resolution(layers, count=3):
     return [(f"few int8 steps (< {LOW_LEVELS})", f"{names}{more}: an int8 range always includes 0, so a narrow band "
              "far from 0 keeps only these steps; if it is input preprocessing, feed data in the range the model "
              "expects")]
+
+
+CLIPPING_SNR_DB = 30.0  # clipping alone limiting a layer below this is worth naming (the budget's SNR is 25 dB)
+
+
+def clipped_layers(layers, below_db=CLIPPING_SNR_DB):
+    """The rows of :func:`layer_errors` whose clipping alone limits their SNR below ``below_db``: the
+    evaluated data reach values the calibrated range does not cover (too few or unrepresentative
+    calibration samples; after QAT, ranges the fine-tune did not see)."""
+    return [row for row in layers if row.get("clipping_snr_db") is not None and row["clipping_snr_db"] < below_db]
+
+
+def describe_clipping(layers, count=3):
+    """The terminal row naming the layers clipped by their int8 range, or no row. [(label, text)]."""
+    rows = clipped_layers(layers)
+    if not rows:
+        return []
+    names = ", ".join(f"{r['name']} {100 * r['clipped']:.2g}% of values (clipping alone: {r['clipping_snr_db']:.1f} dB)"
+                      for r in sorted(rows, key=lambda r: r["clipping_snr_db"])[:count])
+    more = f" and {len(rows) - count} more" if len(rows) > count else ""
+    return [(f"clipped (< {CLIPPING_SNR_DB:g} dB)", f"{names}{more}: the data reach beyond the range calibrated on "
+             "the calibration samples; calibrate on more, or more representative, samples (calibration_samples "
+             "in the recipe, --data), or fine-tune with int8-qat so the ranges are learned")]
 
 
 class _LocalErrors:
@@ -253,7 +299,10 @@ def match_layers(float_model, interpreter):
         t = int(outputs[0]["index"])
         if t in producer and producer[t]["op_name"] == "DEQUANTIZE":
             t = int(producer[t]["inputs"][0])
-        if owner.get(t) is None and t in producer:
+        # ...unless the graph ends in a head the float model does not have: a logits reference (the head's
+        # input, see edge_attn.heads) is the SOFTMAX's input, not its output.
+        head_op = t in producer and producer[t]["op_name"] in TFLITE_HEAD_OPS.values()
+        if owner.get(t) is None and t in producer and (not head_op or output_head(float_model) is not None):
             owner[t] = float_model.output_names[0]
 
     layers_with_tensor = {name for name in owner.values() if name is not None}
