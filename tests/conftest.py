@@ -32,7 +32,8 @@ def pytest_xdist_auto_num_workers(config):
 # The longest files start first, so that no worker is left running one alone at the end: measured on a 2-core
 # AVX2 VM, test_memory_budget.py took 17 min and, scheduled last (xdist sorts files by test count unless
 # --no-loadscope-reorder, set in pyproject.toml), ran by itself for 14 of them.
-LONGEST_FIRST = ("test_memory_budget.py", "test_readme_commands.py", "test_real_models.py", "test_qat.py")
+LONGEST_FIRST = ("test_memory_budget.py", "test_readme_commands.py", "test_real_models.py", "test_qat.py",
+                 "test_random_models.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -8,7 +8,6 @@ One convert runs per module (se_resnet20 on digits at 8×8, int8-ptq after 2 flo
 commands run as ``python -m edge_attn.cli`` children so that what reaches the terminal is what a user sees.
 """
 
-import io
 import json
 import os
 import shutil

@@ -145,7 +145,6 @@ def mutate(base, words, seed):
 def object_edit(base, rng):
     """One edit of what LiteRT reads, through its object API, re-serialised."""
     import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(base))

@@ -17,7 +17,7 @@ from edge_attn._keras import keras
 from litert_reference import run_on_float_samples, snr_db
 
 from edge_attn.convert import convert_model, inspect_tflite, load_recipe
-from edge_attn.convert.precision import describe_islands, precision_report
+from edge_attn.convert.precision import precision_report
 from edge_attn.convert.recipe import parse_recipe
 from edge_attn.errors import BadInput
 

@@ -8,7 +8,7 @@ models, and the TFLite flatbuffer's tensor types read by the inspector.
 import numpy as np
 import pytest
 
-from edge_attn._keras import keras, tf
+from edge_attn._keras import keras
 from edge_attn.convert import convert_model, inspect_tflite, load_recipe
 from edge_attn.data import load_data
 from edge_attn.errors import BadInput

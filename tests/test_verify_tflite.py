@@ -17,7 +17,7 @@ from ai_edge_litert import schema_py_generated as schema
 from ai_edge_litert.tools import flatbuffer_utils
 
 from edge_attn.convert import convert_model, inspect_tflite, load_recipe
-from edge_attn.convert import probe, tflite_structure, verify
+from edge_attn.convert import probe, tflite_structure
 from edge_attn.convert.verify import probe_tflite, verify_tflite
 from edge_attn.delegates import check_compat
 from edge_attn.errors import BadInput

@@ -49,7 +49,6 @@ import numpy as np
 
 from edge_attn._keras import tf
 from edge_attn.atomic import write_bytes
-from edge_attn.convert.inspect import inspect_tflite
 from edge_attn.errors import BadInput
 from edge_attn.convert.float_gate import refuse_float_ops
 from edge_attn.convert.requantize import integer_requantize

@@ -13,7 +13,7 @@ successor for NPUs is its NPU accelerator running a vendor AOT-compiled model: `
 writes the model to ship; the GPU delegate and the CPU path (XNNPACK) remain the portable choices.
 """
 
-from edge_attn.delegates.rules import Check, Delegate, OpRule, describe_types, is_quant8
+from edge_attn.delegates.rules import Check, Delegate, OpRule, is_quant8
 
 SOURCE = "tflite/delegates/nnapi/nnapi_delegate.cc"
 DEPRECATION_SOURCE = "developer.android.com/ndk/guides/neuralnetworks"

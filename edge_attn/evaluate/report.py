@@ -122,7 +122,7 @@ def render_html(report):
     """The self-contained HTML page for ``report`` (a string): the verdict against the budgets first, then
     the numbers a reader compares (size float vs int8, top-1, agreement, SNR, latency), the worst layers,
     the charts, the delegate targets, and the details folded away."""
-    accuracy, model, latency = report["accuracy"], report["model"], report["latency_ms"]
+    model, latency = report["model"], report["latency_ms"]
     parts = [
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',

@@ -23,7 +23,7 @@ import tensorflow_model_optimization as tfmot
 from edge_attn.errors import BadInput
 from edge_attn.heads import split_head, with_head
 from edge_attn.normalize import normalize
-from edge_attn.qat.configs import CUSTOM_OBJECTS, EDGE_ATTN_CONFIGS, OutputQuantizeConfig
+from edge_attn.qat.configs import CUSTOM_OBJECTS, EDGE_ATTN_CONFIGS
 from edge_attn.graph import rebuild
 
 _qk = tfmot.quantization.keras
