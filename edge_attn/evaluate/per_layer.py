@@ -153,15 +153,20 @@ def low_resolution_layers(layers, below=LOW_LEVELS):
 
 def describe_low_resolution(layers, count=3):
     """The terminal row naming the low-resolution layers, or no row. [(label, text)]."""
-    rows = low_resolution_layers(layers)
+    return _summary_row(
+        f"few int8 steps (< {LOW_LEVELS})", low_resolution_layers(layers), lambda r: r["levels"],
+        lambda r: f"{r['name']} {r['levels']:g} steps (values {r['float_range'][0]:.4g}..{r['float_range'][1]:.4g})",
+        "an int8 range always includes 0, so a narrow band far from 0 keeps only these steps; if it is input "
+        "preprocessing, feed data in the range the model expects", count)
+
+
+def _summary_row(label, rows, worst_first, describe, advice, count):
+    """[(label, "the ``count`` worst rows described, "and N more": advice")], or [] without rows."""
     if not rows:
         return []
-    names = ", ".join(f"{r['name']} {r['levels']:g} steps (values {r['float_range'][0]:.4g}..{r['float_range'][1]:.4g})"
-                      for r in sorted(rows, key=lambda r: r["levels"])[:count])
+    names = ", ".join(describe(r) for r in sorted(rows, key=worst_first)[:count])
     more = f" and {len(rows) - count} more" if len(rows) > count else ""
-    return [(f"few int8 steps (< {LOW_LEVELS})", f"{names}{more}: an int8 range always includes 0, so a narrow band "
-             "far from 0 keeps only these steps; if it is input preprocessing, feed data in the range the model "
-             "expects")]
+    return [(label, f"{names}{more}: {advice}")]
 
 
 CLIPPING_SNR_DB = 30.0  # clipping alone limiting a layer below this is worth naming (the budget's SNR is 25 dB)
@@ -176,15 +181,12 @@ def clipped_layers(layers, below_db=CLIPPING_SNR_DB):
 
 def describe_clipping(layers, count=3):
     """The terminal row naming the layers clipped by their int8 range, or no row. [(label, text)]."""
-    rows = clipped_layers(layers)
-    if not rows:
-        return []
-    names = ", ".join(f"{r['name']} {100 * r['clipped']:.2g}% of values (clipping alone: {r['clipping_snr_db']:.1f} dB)"
-                      for r in sorted(rows, key=lambda r: r["clipping_snr_db"])[:count])
-    more = f" and {len(rows) - count} more" if len(rows) > count else ""
-    return [(f"clipped (< {CLIPPING_SNR_DB:g} dB)", f"{names}{more}: the data reach beyond the range calibrated on "
-             "the calibration samples; calibrate on more, or more representative, samples (calibration_samples "
-             "in the recipe, --data), or fine-tune with int8-qat so the ranges are learned")]
+    return _summary_row(
+        f"clipped (< {CLIPPING_SNR_DB:g} dB)", clipped_layers(layers), lambda r: r["clipping_snr_db"],
+        lambda r: f"{r['name']} {100 * r['clipped']:.2g}% of values (clipping alone: {r['clipping_snr_db']:.1f} dB)",
+        "the data reach beyond the range calibrated on the calibration samples; calibrate on more, or more "
+        "representative, samples (calibration_samples in the recipe, --data), or fine-tune with int8-qat so the "
+        "ranges are learned", count)
 
 
 class _LocalErrors:
