@@ -114,6 +114,7 @@ img { max-width: 100%; }
 .ok { color: #2e8b2e; } .bad { color: #c0392b; font-weight: bold; }
 .figures { display: flex; flex-wrap: wrap; gap: 0 2em; align-items: flex-start; }
 .figures > * { flex: 0 1 auto; }
+.range-note { max-width: 60em; }
 details { margin: 0.5em 0; } summary { cursor: pointer; font-weight: bold; }
 """
 
@@ -256,19 +257,36 @@ def _worst_layers(layers):
     """The culprits first: layers ranked by their own (local) error, their cumulative error beside it."""
     from edge_attn.evaluate.local_error import rank_by_local_error
 
+    from edge_attn.evaluate.per_layer import describe_clipping, describe_low_resolution
+
     if not layers:
         return "<p>No layer matched.</p>"
-    return _layer_table(rank_by_local_error(layers)[:WORST_LAYERS])
+    why = "".join(f'<p class="range-note"><b>{_esc(label)}</b>: {_esc(text)}</p>'
+                  for label, text in [*describe_low_resolution(layers), *describe_clipping(layers)])
+    return _layer_table(rank_by_local_error(layers)[:WORST_LAYERS], compact=True) + why
 
 
-def _layer_table(layers):
+def _layer_table(layers, compact=False):
+    """Every column, or (``compact``, the first screen's worst layers) the SNRs and the range diagnostics."""
     from edge_attn.evaluate.local_error import local_snr
 
-    return _table(["layer", "op", "local SNR (own error)", "cumulative SNR (inherited)", "local RMSE",
-                   "cumulative RMSE", "scale"],
-                  [(l["name"], l["op"], _number(local_snr(l), " dB", 1), _number(l["snr_db"], " dB", 1),
-                    _number(l.get("local_rmse"), "", 5), _number(l["rmse"], "", 5),
-                    _number(l.get("scale"), "", 6)) for l in layers])
+    header = ["layer", "op", "local SNR (own error)", "cumulative SNR (inherited)", "int8 steps", "clipped"]
+    rows = [[l["name"], l["op"], _number(local_snr(l), " dB", 1), _number(l["snr_db"], " dB", 1),
+             _number(l.get("levels"), "", 0), _clipped(l)] for l in layers]
+    if not compact:
+        header += ["local RMSE", "cumulative RMSE", "scale"]
+        for row, l in zip(rows, layers):
+            row += [_number(l.get("local_rmse"), "", 5), _number(l["rmse"], "", 5), _number(l.get("scale"), "", 6)]
+    return _table(header, rows)
+
+
+def _clipped(layer):
+    """"0.35% (13.5 dB)": the share of values beyond the int8 range and the SNR that clipping alone leaves."""
+    if layer.get("clipped") is None:
+        return "—"
+    if not layer["clipped"]:
+        return "0"
+    return f"{100 * layer['clipped']:.2g}% ({_number(layer.get('clipping_snr_db'), ' dB', 1)})"
 
 
 def _measured(report):
