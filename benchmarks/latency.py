@@ -1,8 +1,9 @@
-"""Latency of int8 SE/CBAM ResNet-50 against float and against ONNX Runtime int8, as ratios from one run.
+"""Latency of int8 SE/CBAM ResNets against float and against ONNX Runtime int8, as ratios from one run.
 
-    python -m benchmarks.latency [--runs 120] [--rounds 12] [--threads 1 2] [--size 224] [--op-profile] [--out benchmarks/latency.json]
+    python -m benchmarks.latency [--depth 50] [--runs 120] [--rounds 12] [--threads 1 2] [--size 224] [--op-profile] [--out benchmarks/latency.json]
 
-In one process, for ``resnet50``, ``se_resnet50`` and ``cbam_resnet50`` (random init, 1000 classes, batch 1):
+In one process, for ``resnet50``, ``se_resnet50`` and ``cbam_resnet50`` (``--depth 20``: the CIFAR-style
+``resnet20`` family, for small inputs; random init, 1000 classes, batch 1):
 
 * edge_attn ``int8-qat`` (quantize-aware wrapping + range calibration on random samples, no fine-tune —
   enough for speed) and ``f32``, run in LiteRT with XNNPACK;
@@ -30,7 +31,6 @@ import math
 import multiprocessing
 import os
 import re
-import resource
 import statistics
 import sys
 import tempfile
@@ -42,17 +42,28 @@ from benchmarks.machine import load_average, machine_record
 from benchmarks.stats import median_ci, ratio_ci, round_spread
 from edge_attn.runners.timing import time_runs  # the timing loop edge_attn's runners use
 
-MODELS = ("resnet50", "se_resnet50", "cbam_resnet50")
+DEPTHS = (50, 20)
 CALIBRATION_SAMPLES = 8
 MAX_SPREAD = 0.10  # rounds of one measurement may disagree by this fraction before ratios are withheld
-# Issue 14's targets for int8 hardware (VNNI/AMX x86 or ARM dot product), 2 threads, at 224x224:
-# (name, row field, "min" or "max", bound, models it applies to).
-TARGETS = (
-    ("int8/f32 speed-up", "int8_speedup_vs_f32", "min", 7.0, MODELS),
-    ("int8 se_resnet50 / int8 resnet50", "int8_vs_plain_int8", "max", 1.03, ("se_resnet50",)),
-    ("int8 cbam_resnet50 / int8 resnet50", "int8_vs_plain_int8", "max", 1.08, ("cbam_resnet50",)),
-    ("edge_attn int8 / ONNX Runtime int8", "edge_attn_int8_vs_ort_int8", "max", 0.95, MODELS),
-)
+
+
+def family(depth):
+    """(plain, SE, CBAM) model names of one depth; the plain model is every ``/plain`` ratio's denominator."""
+    return (f"resnet{depth}", f"se_resnet{depth}", f"cbam_resnet{depth}")
+
+
+def targets_for(depth):
+    """Issue 14's targets for int8 hardware (VNNI/AMX x86 or ARM dot product) at 2 threads, as
+    (name, row field, "min" or "max", bound, models it applies to): ResNet-50 at 224x224, and for the
+    ResNet-20 family at small inputs CBAM int8 no slower than its float model and at most 1.5x SE int8."""
+    plain, se, cbam = family(depth)
+    if depth == 20:
+        return (("int8/f32 speed-up", "int8_speedup_vs_f32", "min", 1.0, (cbam,)),
+                (f"int8 {cbam} / int8 {se}", "int8_vs_se_int8", "max", 1.5, (cbam,)))
+    return (("int8/f32 speed-up", "int8_speedup_vs_f32", "min", 7.0, (plain, se, cbam)),
+            (f"int8 {se} / int8 {plain}", "int8_vs_plain_int8", "max", 1.03, (se,)),
+            (f"int8 {cbam} / int8 {plain}", "int8_vs_plain_int8", "max", 1.08, (cbam,)),
+            ("edge_attn int8 / ONNX Runtime int8", "edge_attn_int8_vs_ort_int8", "max", 0.95, (plain, se, cbam)))
 
 
 def _samples(size, count=CALIBRATION_SAMPLES):
@@ -65,6 +76,7 @@ def _convert_int8(name, size, path, queue):
     from edge_attn.convert import convert_model, load_recipe
     from edge_attn.models import create_model
     from edge_attn.qat import calibrate_ranges, quantize_aware
+    from edge_attn.resources import peak_rss
 
     model = create_model(name, input_shape=(size, size, 3), classes=1000)
     samples = _samples(size)
@@ -74,8 +86,8 @@ def _convert_int8(name, size, path, queue):
     with open(path, "wb") as f:
         f.write(data)
     model.save(os.path.join(os.path.dirname(path), f"{name}.keras"))  # the float model, for f32 and ONNX
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
-    queue.put({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_mb})
+    # VmHWM, not ru_maxrss: an exec'd child inherits its launcher's ru_maxrss (edge_attn.resources)
+    queue.put({"seconds": time.perf_counter() - start, "peak_rss_mb": peak_rss()["peak_rss_mb"]})
 
 
 def _convert_f32_and_onnx(name, size, workdir):
@@ -154,7 +166,7 @@ def summarize(rounds):
     return {**median_ci(everything), "round_medians": medians, "spread": round_spread(medians), "runs_ms": rounds}
 
 
-def rows_from(latency, max_spread):
+def rows_from(latency, max_spread, models=family(50)):
     """One row per (threads, model) with medians, ratios and their intervals; ratios None when withheld.
 
     A ratio is withheld when its *per-round* ratios disagree by more than ``max_spread``: both sides of a
@@ -167,15 +179,17 @@ def rows_from(latency, max_spread):
         def runs(key):
             return [t for one in measured[key]["runs_ms"] for t in one]
 
-        for name in MODELS:
+        plain, se = models[0], models[1]
+        for name in models:
             keys = {k: f"{name}/{k}" for k in ("litert_int8", "litert_f32", "ort_int8")}
             row = {"threads": threads, "model": name,
                    "int8_ms": measured[keys["litert_int8"]]["median"], "f32_ms": measured[keys["litert_f32"]]["median"],
                    "ort_int8_ms": measured[keys["ort_int8"]]["median"],
                    "time_spread": {key: round(measured[key]["spread"], 3)
-                                   for key in (*keys.values(), "resnet50/litert_int8")}}
+                                   for key in (*keys.values(), f"{plain}/litert_int8")}}
             ratios = {"int8_speedup_vs_f32": (keys["litert_f32"], keys["litert_int8"]),
-                      "int8_vs_plain_int8": (keys["litert_int8"], "resnet50/litert_int8"),
+                      "int8_vs_plain_int8": (keys["litert_int8"], f"{plain}/litert_int8"),
+                      "int8_vs_se_int8": (keys["litert_int8"], f"{se}/litert_int8"),
                       "edge_attn_int8_vs_ort_int8": (keys["litert_int8"], keys["ort_int8"])}
             spreads = {field: round(round_spread([statistics.median(a) / statistics.median(b) for a, b in
                                                   zip(measured[top]["runs_ms"], measured[bottom]["runs_ms"])]), 3)
@@ -190,10 +204,10 @@ def rows_from(latency, max_spread):
     return rows
 
 
-def check_targets(rows, cpu, threads=2):
+def check_targets(rows, cpu, threads=2, depth=50):
     """Each issue-14 target per model at ``threads``: measured, met, and the int8 ISA lacked where missed."""
     results = []
-    for name, field, kind, bound, models in TARGETS:
+    for name, field, kind, bound, models in targets_for(depth):
         for row in rows:
             if row["threads"] != threads or row["model"] not in models:
                 continue
@@ -206,12 +220,12 @@ def check_targets(rows, cpu, threads=2):
     return results
 
 
-def _op_profiles(workdir, threads):
+def _op_profiles(workdir, threads, models):
     """Per-op-type time of each int8 model; prints the table and each model's attention-op share."""
     from edge_attn.evaluate.op_profile import profile_ops
 
     profiles = {}
-    for name in MODELS:
+    for name in models:
         profile = profile_ops(os.path.join(workdir, f"{name}_int8.tflite"), threads=threads).to_dict()
         profiles[name] = profile
         # Attention ops carry their layer's name (``..._se_...``, ``..._cbam_...``) in their output tensor.
@@ -227,6 +241,8 @@ def _op_profiles(workdir, threads):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--depth", type=int, choices=DEPTHS, default=50,
+                        help="model family: 50 (resnet50, se_/cbam_resnet50) or 20 (the CIFAR-style resnet20s)")
     parser.add_argument("--runs", type=int, default=120, help="timed runs per model and thread count")
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--size", type=int, default=224, help="input height and width")
@@ -236,62 +252,64 @@ def main(argv=None):
     parser.add_argument("--op-profile", action="store_true", help="time every op of the int8 models on its own")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "latency.json"))
     args = parser.parse_args(argv)
+    models = family(args.depth)
 
     machine = machine_record(args.threads)
-    workdir = tempfile.mkdtemp(prefix="edge_attn_bench_")
-    conversion = {}
-    for name in MODELS:
-        queue = multiprocessing.get_context("spawn").Queue()
-        child = multiprocessing.get_context("spawn").Process(
-            target=_convert_int8, args=(name, args.size, os.path.join(workdir, f"{name}_int8.tflite"), queue))
-        child.start()
-        conversion[name] = queue.get()
-        child.join()
-        print(f"converted {name}: {conversion[name]['seconds']:.1f} s, peak RSS {conversion[name]['peak_rss_mb']:.0f} MB",
-              file=sys.stderr)
-    paths = {name: _convert_f32_and_onnx(name, args.size, workdir) for name in MODELS}
+    with tempfile.TemporaryDirectory(prefix="edge_attn_bench_") as workdir:  # models and ONNX files: gone after
+        conversion = {}
+        for name in models:
+            queue = multiprocessing.get_context("spawn").Queue()
+            child = multiprocessing.get_context("spawn").Process(
+                target=_convert_int8, args=(name, args.size, os.path.join(workdir, f"{name}_int8.tflite"), queue))
+            child.start()
+            conversion[name] = queue.get()
+            child.join()
+            print(f"converted {name}: {conversion[name]['seconds']:.1f} s, peak RSS {conversion[name]['peak_rss_mb']:.0f} MB",
+                  file=sys.stderr)
+        paths = {name: _convert_f32_and_onnx(name, args.size, workdir) for name in models}
 
-    latency = {}
-    for threads in args.threads:
-        runners = {}
-        for name in MODELS:
-            f32, onnx_int8 = paths[name]
-            runners[(name, "litert_int8")] = _litert_runner(os.path.join(workdir, f"{name}_int8.tflite"), threads)
-            runners[(name, "litert_f32")] = _litert_runner(f32, threads)
-            runners[(name, "ort_int8")] = _ort_runner(onnx_int8, threads, args.size)
-        measured = _interleaved_runs(runners, args.runs, rounds=args.rounds)
-        latency[threads] = {f"{name}/{kind}": summarize(r) for (name, kind), r in measured.items()}
-    machine["load_average_after"] = load_average()
+        latency = {}
+        for threads in args.threads:
+            runners = {}
+            for name in models:
+                f32, onnx_int8 = paths[name]
+                runners[(name, "litert_int8")] = _litert_runner(os.path.join(workdir, f"{name}_int8.tflite"), threads)
+                runners[(name, "litert_f32")] = _litert_runner(f32, threads)
+                runners[(name, "ort_int8")] = _ort_runner(onnx_int8, threads, args.size)
+            measured = _interleaved_runs(runners, args.runs, rounds=args.rounds)
+            latency[threads] = {f"{name}/{kind}": summarize(r) for (name, kind), r in measured.items()}
+        machine["load_average_after"] = load_average()
 
-    rows = rows_from(latency, args.max_spread)
-    header = f"{'thr':>3}  {'model':<14} {'int8 ms':>8} {'f32 ms':>8} {'ORT int8':>8}  {'f32/int8':>8}  {'/plain':>6}  {'/ORT':>5}"
-    print(header)
-    for r in rows:
-        times = f"{r['threads']:>3}  {r['model']:<14} {r['int8_ms']:>8.2f} {r['f32_ms']:>8.2f} {r['ort_int8_ms']:>8.2f}"
-        if r["withheld"]:
-            print(times + "  ratios withheld: per-round ratios disagree by " +
-                  ", ".join(f"{100 * v:.0f}% ({k})" for k, v in r["withheld"].items()) +
-                  f" > {100 * args.max_spread:.0f}%")
-            continue
-        print(times + f"  {r['int8_speedup_vs_f32']:>7.2f}x  {r['int8_vs_plain_int8']:>6.3f}"
-                      f"  {r['edge_attn_int8_vs_ort_int8']:>5.2f}")
-    for name, c in conversion.items():
-        print(f"conversion {name}: {c['seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB")
-    cpu = machine["cpu"]
-    print(f"machine: {cpu['model']} ({cpu['architecture']}), {machine['cpus']} CPUs; int8 ISA: " +
-          ", ".join(flag for flag, here in cpu["int8_isa"].items() if here) + "; lacking: " +
-          (", ".join(cpu["lacking"]) or "nothing") +
-          f"; load {machine['load_average_before']} -> {machine['load_average_after']}")
-    target_threads = 2 if 2 in args.threads else max(args.threads)
-    targets = check_targets(rows, cpu, target_threads)
-    for t in targets:
-        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
-        value = "-" if t["measured"] is None else f"{t['measured']:.2f}"
-        lacking = f" (this machine lacks {', '.join(t['isa_lacking'])})" if t["isa_lacking"] else ""
-        print(f"target {t['target']:<45} {t['model']:<14} {value:>6}  {verdict}{lacking}")
-    profiles = _op_profiles(workdir, max(args.threads)) if args.op_profile else {}
+        rows = rows_from(latency, args.max_spread, models)
+        header = (f"{'thr':>3}  {'model':<14} {'int8 ms':>8} {'f32 ms':>8} {'ORT int8':>8}  {'f32/int8':>8}  {'/plain':>6}"
+                  f"  {'/SE':>6}  {'/ORT':>5}")
+        print(header)
+        for r in rows:
+            times = f"{r['threads']:>3}  {r['model']:<14} {r['int8_ms']:>8.2f} {r['f32_ms']:>8.2f} {r['ort_int8_ms']:>8.2f}"
+            if r["withheld"]:
+                print(times + "  ratios withheld: per-round ratios disagree by " +
+                      ", ".join(f"{100 * v:.0f}% ({k})" for k, v in r["withheld"].items()) +
+                      f" > {100 * args.max_spread:.0f}%")
+                continue
+            print(times + f"  {r['int8_speedup_vs_f32']:>7.2f}x  {r['int8_vs_plain_int8']:>6.3f}"
+                          f"  {r['int8_vs_se_int8']:>6.3f}  {r['edge_attn_int8_vs_ort_int8']:>5.2f}")
+        for name, c in conversion.items():
+            print(f"conversion {name}: {c['seconds']:.1f} s, peak RSS {c['peak_rss_mb']:.0f} MB")
+        cpu = machine["cpu"]
+        print(f"machine: {cpu['model']} ({cpu['architecture']}), {machine['cpus']} CPUs; int8 ISA: " +
+              ", ".join(flag for flag, here in cpu["int8_isa"].items() if here) + "; lacking: " +
+              (", ".join(cpu["lacking"]) or "nothing") +
+              f"; load {machine['load_average_before']} -> {machine['load_average_after']}")
+        target_threads = 2 if 2 in args.threads else max(args.threads)
+        targets = check_targets(rows, cpu, target_threads, args.depth)
+        for t in targets:
+            verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+            value = "-" if t["measured"] is None else f"{t['measured']:.2f}"
+            lacking = f" (this machine lacks {', '.join(t['isa_lacking'])})" if t["isa_lacking"] else ""
+            print(f"target {t['target']:<45} {t['model']:<14} {value:>6}  {verdict}{lacking}")
+        profiles = _op_profiles(workdir, max(args.threads), models) if args.op_profile else {}
     result = {"machine": machine, "date": time.strftime("%Y-%m-%d %H:%M"), "runs": args.runs, "rounds": args.rounds,
-              "size": args.size, "max_spread": args.max_spread, "rows": rows, "targets": targets,
+              "models": list(models), "size": args.size, "max_spread": args.max_spread, "rows": rows, "targets": targets,
               "latency": {str(threads): measured for threads, measured in latency.items()},
               "conversion": conversion, "op_profiles": profiles}
     with open(args.out, "w") as f:
