@@ -171,10 +171,9 @@ def _budget_terms(budget):
 
 
 def _range_rows(report):
-    from edge_attn.evaluate.per_layer import describe_clipping, describe_low_resolution
+    from edge_attn.evaluate.per_layer import describe_ranges
 
-    layers = report.get("layers") or []
-    return [*describe_low_resolution(layers), *describe_clipping(layers)]
+    return describe_ranges(report.get("layers") or [])
 
 
 def _parity_row(report):
@@ -235,7 +234,8 @@ def cmd_convert(args):
     report = run_convert(args.model, args.recipe, args.data, args.out, input_shape=args.input_shape,
                          epochs=args.epochs, float_epochs=args.float_epochs, threads=args.threads, runs=args.runs,
                          seed=args.seed, progress=not args.no_progress, trust_model_code=args.trust_model_code,
-                         strategy=args.strategy, resume=args.resume, auto_precision=args.auto_precision,
+                         strategy=args.strategy, resume=args.resume,
+                         auto_precision=args.auto_precision_delegate or args.auto_precision,
                          budget={"max_drop": args.max_drop, "min_agreement": args.min_agreement,
                                  "min_snr_db": args.min_snr_db})
     if args.json:
@@ -263,6 +263,10 @@ def _print_auto_precision(searched, out):
     if searched["chosen"] is None:
         print(f"auto-precision: no candidate met the budget; kept the plain int8 model (budget: {searched['budget']})")
     else:
+        chosen = searched["chosen"]
+        if chosen["layers"]:
+            print(f"auto-precision: {len(chosen['layers'])} layer(s) raised to {chosen['precision']}"
+                  + ("; lowering any one of them back to int8 misses the budget" if chosen.get("minimal") else ""))
         print(f"recipe: {os.path.join(os.path.abspath(out), 'recipe.toml')} (pass it as --recipe to repeat this)")
 
 
@@ -343,7 +347,7 @@ def cmd_check(args):
         print(json.dumps(_jsonable(result), indent=2, allow_nan=False))
     else:
         from edge_attn.evaluate.local_error import describe_worst_layers
-        from edge_attn.evaluate.per_layer import describe_clipping, describe_low_resolution
+        from edge_attn.evaluate.per_layer import describe_ranges
 
         _print_rows([
             ("model", args.model), ("fully int8", _int8_verdict(result)),
@@ -358,8 +362,7 @@ def cmd_check(args):
             *[(r["target"], r["verdict"] + (f": {r['symptom']}" if r["symptom"] else ""))
               for r in result.get("accelerators", [])[1:]],
             *describe_worst_layers(layers),
-            *describe_low_resolution(layers),
-            *describe_clipping(layers),
+            *describe_ranges(layers),
         ])
         print("budget: " + ("passed" if not failures else "FAILED: " + "; ".join(failures)))
     return 1 if failures else 0
@@ -508,6 +511,9 @@ def build_parser():
                    help="when plain int8 misses the budget, raise the fewest layers (worst local error first; "
                         "int16x8, then float) until it is met, and write the recipe to OUT/recipe.toml "
                         "(post-training int8 recipes; needs the mixed extra)")
+    p.add_argument("--auto-precision-delegate", choices=("xnnpack", "gpu", "nnapi"),
+                   help="with --auto-precision (implies it): the delegate the model is for; candidates that would "
+                        "leave it more ops for the CPU than all-int8 does are refused (no delegate takes int16x8)")
     _add_trust(p)
 
     p = _command(sub, "check", cmd_check, help="check a .tflite against its float reference",

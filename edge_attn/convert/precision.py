@@ -19,7 +19,8 @@ requantize) ops at the borders of each island: the float model is converted to f
 precision differs from the base gets its own exactly-anchored scope, and the quantizer calibrates on the
 recipe's representative samples. Its recipes are "last match wins"; the base rule comes first and the
 per-op scopes after it, which gives edge_attn's "first matching rule wins" on layer names. Inputs and
-outputs stay float32 (the quantizer's static recipes quantize inside the graph).
+outputs stay float32: the quantizer would quantize them in place at the base precision, so they get entries
+of their own (:func:`_graph_edge_entries`) and a QUANTIZE/DEQUANTIZE beside the first and last ops.
 
 :func:`describe_islands` reads the result: each island (connected ops computing at a precision other than
 the base), its layers and ops, which rule put it there, and what it costs: bytes against the same
@@ -62,6 +63,9 @@ def assign_precisions(info, rules, base, layer_names, output_layers=()):
     """Per op of ``info`` (a :class:`~edge_attn.convert.TFLiteInfo`): ``dict(index, op, layers, precision,
     rule)`` — ``rule`` the 1-based position of the rule that decided (None: the base)."""
     graph_outputs = {t.index for t in info.outputs}
+    # a float32 model output is a DEQUANTIZE (or QUANTIZE) of the last layer's tensor: that tensor is the output too
+    graph_outputs |= {t for op in info.ops if op.op in _BORDER_OPS and set(op.outputs) & graph_outputs
+                      for t in op.inputs}
     result = []
     for op in info.ops:
         layers = []
@@ -99,7 +103,10 @@ def convert_mixed(model, recipe, samples, what, *, rules=None):
     for op in assigned:
         if op["precision"] != base and op["scope"]:
             entries.append(_aeq_entry("^" + re.escape(op["scope"]) + "$", op["precision"]))
-    data = _quantize(float_tflite, entries, samples, what)
+    entries += _graph_edge_entries(info)
+    # every op float: nothing to calibrate (the quantizer refuses an empty calibration), the float model it is
+    data = float_tflite if all(a["precision"] == "float" for a in assigned) else \
+        _quantize(float_tflite, entries, samples, what)
     result = inspect_tflite(data)
     asked_float = {a["scope"] for a in assigned if a["precision"] == "float" and a["scope"]}
     # the QUANTIZE/DEQUANTIZE at a requested float island's borders convert types, they are not float layers
@@ -108,6 +115,18 @@ def convert_mixed(model, recipe, samples, what, *, rules=None):
     refuse_float_ops(data, recipe, what, "the mixed-precision quantizer has no kernel for them at "
                                          f"{base}; ", skip=skip)
     return data
+
+
+def _graph_edge_entries(info):
+    """Quantizer entries that keep the graph's input and output tensors float32. The quantizer treats them as
+    ops of their own (``INPUT``/``OUTPUT``) that the base ``.*`` entry matches, and would quantize them in
+    place: the model would then take int8 (or int16) inputs at the base's scale even when its first layer is
+    float or int16x8 (measured on digits-glare: strokes in [0, 1] beside a highlight of 64 kept 4 of 256
+    steps, and raising every layer to float gained 5 of the 27 dB it lacked). Kept float, each border gets a
+    QUANTIZE/DEQUANTIZE at the precision of the op beside it."""
+    return [{**_aeq_entry("^" + re.escape(tensor.name) + ";?$", "float"), "operation": role}
+            for role, tensors in (("INPUT", info.inputs), ("OUTPUT", info.outputs))
+            for tensor in tensors if tensor.name]
 
 
 def _float_tflite(model, what):

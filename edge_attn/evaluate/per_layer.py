@@ -37,6 +37,9 @@ matched as one layer); shared layers (called more than once); for multi-output m
 that carry no layer name.
 """
 
+import dataclasses
+from typing import Callable
+
 import numpy as np
 
 from edge_attn import _compat
@@ -151,15 +154,6 @@ def low_resolution_layers(layers, below=LOW_LEVELS):
     return [row for row in layers if row.get("levels") is not None and row["levels"] < below]
 
 
-def describe_low_resolution(layers, count=3):
-    """The terminal row naming the low-resolution layers, or no row. [(label, text)]."""
-    return _summary_row(
-        f"few int8 steps (< {LOW_LEVELS})", low_resolution_layers(layers), lambda r: r["levels"],
-        lambda r: f"{r['name']} {r['levels']:g} steps (values {r['float_range'][0]:.4g}..{r['float_range'][1]:.4g})",
-        "an int8 range always includes 0, so a narrow band far from 0 keeps only these steps; if it is input "
-        "preprocessing, feed data in the range the model expects", count)
-
-
 def _summary_row(label, rows, worst_first, describe, advice, count):
     """[(label, "the ``count`` worst rows described, "and N more": advice")], or [] without rows."""
     if not rows:
@@ -179,14 +173,43 @@ def clipped_layers(layers, below_db=CLIPPING_SNR_DB):
     return [row for row in layers if row.get("clipping_snr_db") is not None and row["clipping_snr_db"] < below_db]
 
 
-def describe_clipping(layers, count=3):
-    """The terminal row naming the layers clipped by their int8 range, or no row. [(label, text)]."""
-    return _summary_row(
-        f"clipped (< {CLIPPING_SNR_DB:g} dB)", clipped_layers(layers), lambda r: r["clipping_snr_db"],
+@dataclasses.dataclass(frozen=True)
+class _RangeDiagnostic:
+    """One range problem the terminal, check and report.html name: which rows have it, how to order and
+    describe them, and what to do about it."""
+
+    label: str
+    rows: Callable
+    worst_first: Callable
+    describe: Callable
+    advice: str
+
+
+_RANGE_DIAGNOSTICS = {
+    "levels": _RangeDiagnostic(
+        f"few int8 steps (< {LOW_LEVELS})", low_resolution_layers, lambda r: r["levels"],
+        lambda r: f"{r['name']} {r['levels']:g} steps (values {r['float_range'][0]:.4g}..{r['float_range'][1]:.4g})",
+        "an int8 range always includes 0, so a narrow band far from 0 keeps only these steps; if it is input "
+        "preprocessing, feed data in the range the model expects"),
+    "clipped": _RangeDiagnostic(
+        f"clipped (< {CLIPPING_SNR_DB:g} dB)", clipped_layers, lambda r: r["clipping_snr_db"],
         lambda r: f"{r['name']} {100 * r['clipped']:.2g}% of values (clipping alone: {r['clipping_snr_db']:.1f} dB)",
         "the data reach beyond the range calibrated on the calibration samples; calibrate on more, or more "
         "representative, samples (calibration_samples in the recipe, --data), or fine-tune with int8-qat so the "
-        "ranges are learned", count)
+        "ranges are learned"),
+}
+
+
+def describe_ranges(layers, count=3, kinds=tuple(_RANGE_DIAGNOSTICS)):
+    """The terminal rows naming the layers with each range problem of ``kinds`` ("levels": few int8 steps,
+    "clipped": values beyond the int8 range), the ``count`` worst of each: [(label, text)], no row for a
+    problem no layer has."""
+    rows = []
+    for kind in kinds:
+        diagnostic = _RANGE_DIAGNOSTICS[kind]
+        rows += _summary_row(diagnostic.label, diagnostic.rows(layers), diagnostic.worst_first,
+                             diagnostic.describe, diagnostic.advice, count)
+    return rows
 
 
 class _LocalErrors:

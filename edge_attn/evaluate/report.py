@@ -169,8 +169,9 @@ def render_html(report):
         base = searched["trials"][0]
         parts += ['<section id="auto-precision"><h2>Auto-precision (layers raised, worst local error first)</h2>',
                   f"<p>{_esc(verdict)}</p>",
-                  _table(["raised", "precision", "output SNR", "agreement", "bytes", "size vs all-int8", "budget"],
-                         [(", ".join(t["layers"]) or "none (all int8)", t["precision"] or "int8",
+                  _table(["raised", "precision", "search", "output SNR", "agreement", "bytes", "size vs all-int8",
+                          "budget"],
+                         [(_raised_layers(t["layers"]), t["precision"] or "int8", t.get("search", ""),
                            _number(t["output_snr_db"], " dB", 1), _percent(t["top1_agreement"]),
                            _number(t["size_bytes"], "", 0), f"{t['size_bytes'] - base['size_bytes']:+d} B",
                            "met" if t["met"] else "missed") for t in searched["trials"]]),
@@ -257,13 +258,22 @@ def _worst_layers(layers):
     """The culprits first: layers ranked by their own (local) error, their cumulative error beside it."""
     from edge_attn.evaluate.local_error import rank_by_local_error
 
-    from edge_attn.evaluate.per_layer import describe_clipping, describe_low_resolution
+    from edge_attn.evaluate.per_layer import describe_ranges
 
     if not layers:
         return "<p>No layer matched.</p>"
     why = "".join(f'<p class="range-note"><b>{_esc(label)}</b>: {_esc(text)}</p>'
-                  for label, text in [*describe_low_resolution(layers), *describe_clipping(layers)])
+                  for label, text in describe_ranges(layers))
     return _layer_table(rank_by_local_error(layers)[:WORST_LAYERS], compact=True) + why
+
+
+def _raised_layers(layers, shown=4):
+    """A trial's raised layers for a table cell: all of a few, else the count and the first ``shown``."""
+    if not layers:
+        return "none (all int8)"
+    if len(layers) <= shown:
+        return ", ".join(layers)
+    return f"{len(layers)} layers: " + ", ".join(layers[:shown]) + ", ..."
 
 
 def _layer_table(layers, compact=False):
