@@ -259,7 +259,9 @@ def test_without_a_c_compiler_the_stand_in_cannot_be_built(qnn, tmp_path, monkey
     monkeypatch.delenv("QNN_SDK_ROOT", raising=False)
     monkeypatch.delenv("CC", raising=False)
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
-    with pytest.raises(Exception) as caught:
+    from edge_attn.errors import BadInput
+
+    with pytest.raises(BadInput) as caught:
         qnn_libs.find_qnn_libraries(cache_dir=str(tmp_path / "cache"))
     assert "no C compiler" in str(caught.value) and "apt-get install gcc" in str(caught.value)
     assert not any((tmp_path / "cache" / "qnn-libs").iterdir())  # no half-built folder left behind
