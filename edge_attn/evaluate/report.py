@@ -167,14 +167,17 @@ def render_html(report):
                    f"written: {len(chosen['layers'])} layer(s) raised to {chosen['precision']}, recipe in recipe.toml"
                    if chosen["layers"] else "written: no layer raised (float32 inputs and outputs met the budget)")
         base = searched["trials"][0]
+        # as in the terminal: of a shrink, the sets that met the budget (each smaller than the last)
+        hidden = [t for t in searched["trials"] if t.get("search") == "shrink" and not t["met"]]
         parts += ['<section id="auto-precision"><h2>Auto-precision (layers raised, worst local error first)</h2>',
                   f"<p>{_esc(verdict)}</p>",
-                  _table(["raised", "precision", "search", "output SNR", "agreement", "bytes", "size vs all-int8",
-                          "budget"],
+                  _table(["raised", "precision", "search", "output SNR", "agreement", "size (vs all-int8)", "budget"],
                          [(_raised_layers(t["layers"]), t["precision"] or "int8", t.get("search", ""),
                            _number(t["output_snr_db"], " dB", 1), _percent(t["top1_agreement"]),
-                           _number(t["size_bytes"], "", 0), f"{t['size_bytes'] - base['size_bytes']:+d} B",
-                           "met" if t["met"] else "missed") for t in searched["trials"]]),
+                           f"{t['size_bytes'] / 1024:.1f} KiB ({(t['size_bytes'] - base['size_bytes']) / 1024:+.1f})",
+                           "met" if t["met"] else "missed") for t in searched["trials"] if t not in hidden]),
+                  *([f"<p>{len(hidden)} shrink candidates that missed the budget are not shown (report.json "
+                     "<code>auto_precision.trials</code> has them).</p>"] if hidden else []),
                   "</section>"]
     parts += ['<section id="details"><h2>Details</h2>',
               "<details><summary>Summary</summary>", _table(["", "value"], _summary_rows(report)), "</details>"]
@@ -267,13 +270,13 @@ def _worst_layers(layers):
     return _layer_table(rank_by_local_error(layers)[:WORST_LAYERS], compact=True) + why
 
 
-def _raised_layers(layers, shown=4):
-    """A trial's raised layers for a table cell: all of a few, else the count and the first ``shown``."""
+def _raised_layers(layers, shown=2):
+    """A trial's raised layers for a table cell: all of a few, else the first ``shown`` and the count."""
     if not layers:
         return "none (all int8)"
     if len(layers) <= shown:
         return ", ".join(layers)
-    return f"{len(layers)} layers: " + ", ".join(layers[:shown]) + ", ..."
+    return ", ".join(layers[:shown]) + f", ... ({len(layers)} layers)"
 
 
 def _layer_table(layers, compact=False):
