@@ -629,6 +629,12 @@ def build_parser():
     return parser
 
 
+class _Received(list):
+    """The signals received (at most one), and the terminal stream messages go to after one was."""
+
+    terminal = None
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised like Ctrl-C so that every cleanup (``finally``, staged outputs, a claimed --out) runs."""
 
@@ -645,7 +651,7 @@ def _interrupts_raise(show_native_tracebacks=False):
     if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
         yield []
         return
-    raised = []
+    raised = _Received()
     previous_hook = sys.excepthook
 
     def excepthook(kind, value, tb):
@@ -657,6 +663,10 @@ def _interrupts_raise(show_native_tracebacks=False):
     def handler(signum, _frame):
         if not raised:
             raised.append(signum)
+            if not show_native_tracebacks and getattr(sys.stderr, "edge_attn_terminal", False):
+                # native code may print the error our interrupt became straight to sys.stderr (PyErr_Display):
+                # from now on that goes to descriptor 2, the native log; the "interrupted" line to the terminal
+                raised.terminal, sys.stderr = sys.stderr, sys.__stderr__
             raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
     previous = {}
@@ -672,8 +682,8 @@ def _interrupts_raise(show_native_tracebacks=False):
             signal.signal(signum, old if old is not None else signal.SIG_DFL)
 
 
-def _interrupted(command, *, terminated):
-    print(f"edge-attn {command}: interrupted" + (" (SIGTERM)" if terminated else ""), file=sys.stderr)
+def _interrupted(command, *, terminated, terminal=None):
+    print(f"edge-attn {command}: interrupted" + (" (SIGTERM)" if terminated else ""), file=terminal or sys.stderr)
     return 143 if terminated else 130
 
 
@@ -707,7 +717,7 @@ def main(argv=None):
             print(f"edge-attn {args.command}: error: {e}", file=sys.stderr)
             return e.exit_code
         except KeyboardInterrupt as e:
-            return _interrupted(args.command, terminated=isinstance(e, _Terminated))
+            return _interrupted(args.command, terminated=isinstance(e, _Terminated), terminal=received.terminal)
         except BrokenPipeError:  # `edge-attn models --json | head`: the reader left; not an error of ours
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
@@ -715,7 +725,8 @@ def main(argv=None):
             # Native code (TensorFlow's C++ nest utilities, during model.save) can turn the KeyboardInterrupt
             # our handler raised into a SystemError/ValueError: it is still the interrupt.
             if received and not args.debug:
-                return _interrupted(args.command, terminated=received[0] == signal.SIGTERM)
+                return _interrupted(args.command, terminated=received[0] == signal.SIGTERM,
+                                    terminal=received.terminal)
             raise
 
 

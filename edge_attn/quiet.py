@@ -58,6 +58,7 @@ def native_output_captured(enabled=True):
     levels = {name: logger.level for name, logger in loggers.items()}
     terminal = io.TextIOWrapper(io.FileIO(terminal_fd, "w", closefd=False), encoding=_encoding(previous_stderr),
                                 errors="backslashreplace", line_buffering=True, write_through=True)
+    terminal.edge_attn_terminal = True  # what edge_attn.cli's signal handler looks for
     try:
         os.dup2(log.fileno(), 2)
         if previous_stderr is sys.__stderr__:  # else it does not write to descriptor 2 (pytest's capsys, an IDE)

@@ -16,6 +16,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -366,3 +367,30 @@ def test_a_traceback_native_code_prints_while_an_interrupt_unwinds_stays_off_the
     monkeypatch.setattr(cli, "cmd_models", lambda args: native_print(b"raise SystemError('x')") and 0)
     assert cli.main(["models"]) == 0
     assert "SystemError: x" in capsys.readouterr().err
+
+
+def test_a_traceback_native_code_writes_to_sys_stderr_after_an_interrupt_stays_off_the_terminal():
+    """Seen in CI (2026-12-03): Ctrl-C while ``train`` saved model.keras, and a SystemError traceback from
+    TensorFlow's C++ ``nest`` Flatten still reached the terminal. C code can print an error with
+    ``PyErr_Display``, which writes to ``sys.stderr`` itself (not through ``sys.excepthook``). A real process
+    (no pytest capture: the CLI's own terminal stream is in place) must still print one line."""
+    script = textwrap.dedent("""
+        import ctypes, signal, sys
+        import edge_attn.cli as cli
+
+        def native_code_prints_then_fails(args):
+            try:
+                signal.raise_signal(signal.SIGINT)
+            except KeyboardInterrupt:
+                error = SystemError("returned a result with an exception set")
+                display = ctypes.pythonapi.PyErr_Display
+                display.argtypes = (ctypes.py_object, ctypes.py_object, ctypes.py_object)
+                display(SystemError, error, None)
+                raise ValueError("The target structure is of type TensorShape")
+
+        cli.cmd_models = native_code_prints_then_fails
+        sys.exit(cli.main(["models"]))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip().splitlines() == ["edge-attn models: interrupted"], done.stderr
