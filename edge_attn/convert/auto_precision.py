@@ -147,11 +147,15 @@ def search(model, recipe, representative, x, y, layers, *, max_drop=1.0, min_agr
         cpu_ops = None
         if delegate is not None:
             cpu_ops = sum(1 for verdict in check_compat(tflite, delegate).ops if not verdict.delegated)
-            if raised and cpu_ops > trials[0].delegate_cpu_ops:
-                failures.append(f"{delegate} would leave {cpu_ops - trials[0].delegate_cpu_ops} more op(s) to the "
-                                f"CPU than all-int8 does (it does not take these {precision} ops)")
+            if raised and more_on_cpu(cpu_ops):
+                failures.append(f"{delegate} would leave {more_on_cpu(cpu_ops)} more op(s) to the CPU than all-int8 "
+                                f"does (it does not take these {precision} ops)")
         return Trial(precision, list(raised), accuracy["output_snr_db"], accuracy["top1_agreement"],
                      accuracy["top1_drop_pt"], len(tflite), failures, delegate_cpu_ops=cpu_ops), candidate, tflite
+
+    def more_on_cpu(cpu_ops):
+        """How many more ops than the baseline the delegate leaves to the CPU (0 without a delegate)."""
+        return 0 if delegate is None or not trials else max(0, cpu_ops - trials[0].delegate_cpu_ops)
 
     trials = []
     baseline, chosen_recipe, chosen_tflite = trial(None, [])
@@ -160,15 +164,12 @@ def search(model, recipe, representative, x, y, layers, *, max_drop=1.0, min_agr
     chosen = baseline if baseline.met else None
     refused = set()  # precisions the delegate would not run
 
-    def delegate_refused(result):
-        return delegate is not None and result.delegate_cpu_ops > baseline.delegate_cpu_ops
-
     def attempt(precision, raised, how):
         nonlocal chosen, chosen_recipe, chosen_tflite
         result, candidate, tflite = trial(precision, raised)
         result.search = how
         trials.append(result)
-        if delegate_refused(result):
+        if more_on_cpu(result.delegate_cpu_ops):
             refused.add(precision)
         if result.met:
             chosen, chosen_recipe, chosen_tflite = result, candidate, tflite
@@ -236,16 +237,21 @@ def recipe_toml(recipe, note=""):
 _SEARCH_NOTE = {"all": " (all ranked)", "shrink": " (shrunk)"}
 
 
+def missed_in_shrink(trial):
+    """Whether ``trial`` (a :meth:`Trial.to_dict`) is one of a shrink's many sets that missed the budget: the
+    terminal and report.html list a shrink's sets that met it (each smaller than the last) and count these."""
+    return trial.get("search") == "shrink" and not trial["met"]
+
+
 def format_table(result):
     """The terminal table of ``result`` (:meth:`AutoPrecision.to_dict`, as in report.json): each candidate tried,
     what it gained against the baseline and what it cost in size."""
     trials = result["trials"]
     base = trials[0]
     rows = [f"  {'raised':<40} {'SNR dB':>7} {'agree':>6} {'KiB':>7}  budget"]
-    # a shrink tries many sets that miss: the terminal shows the ones that met (each smaller than the last)
-    hidden = [t for t in trials if t.get("search") == "shrink" and not t["met"]]
+    hidden = sum(1 for t in trials if missed_in_shrink(t))
     for t in trials:
-        if any(t is h for h in hidden):
+        if missed_in_shrink(t):
             continue
         label = "none (all int8, float32 I/O)" if t["precision"] is None else \
             f"{len(t['layers'])} to {t['precision']}{_SEARCH_NOTE.get(t.get('search'), '')}: " + ", ".join(t["layers"])
@@ -255,5 +261,5 @@ def format_table(result):
         rows.append(f"  {label:<40} {t['output_snr_db']:>7.1f} {t['top1_agreement']:>6.3f} "
                     f"{t['size_bytes'] / 1024:>7.1f}  {'met' if t['met'] else 'missed'}{gain}")
     if hidden:
-        rows.append(f"  (and {len(hidden)} shrink candidates that missed the budget: report.json auto_precision.trials)")
+        rows.append(f"  (and {hidden} shrink candidates that missed the budget: report.json auto_precision.trials)")
     return "\n".join(rows)

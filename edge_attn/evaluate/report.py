@@ -167,16 +167,17 @@ def render_html(report):
                    f"written: {len(chosen['layers'])} layer(s) raised to {chosen['precision']}, recipe in recipe.toml"
                    if chosen["layers"] else "written: no layer raised (float32 inputs and outputs met the budget)")
         base = searched["trials"][0]
-        # as in the terminal: of a shrink, the sets that met the budget (each smaller than the last)
-        hidden = [t for t in searched["trials"] if t.get("search") == "shrink" and not t["met"]]
+        from edge_attn.convert.auto_precision import missed_in_shrink
+
+        hidden = sum(1 for t in searched["trials"] if missed_in_shrink(t))
         parts += ['<section id="auto-precision"><h2>Auto-precision (layers raised, worst local error first)</h2>',
                   f"<p>{_esc(verdict)}</p>",
                   _table(["raised", "precision", "search", "output SNR", "agreement", "size (vs all-int8)", "budget"],
                          [(_raised_layers(t["layers"]), t["precision"] or "int8", t.get("search", ""),
                            _number(t["output_snr_db"], " dB", 1), _percent(t["top1_agreement"]),
                            f"{t['size_bytes'] / 1024:.1f} KiB ({(t['size_bytes'] - base['size_bytes']) / 1024:+.1f})",
-                           "met" if t["met"] else "missed") for t in searched["trials"] if t not in hidden]),
-                  *([f"<p>{len(hidden)} shrink candidates that missed the budget are not shown (report.json "
+                           "met" if t["met"] else "missed") for t in searched["trials"] if not missed_in_shrink(t)]),
+                  *([f"<p>{hidden} shrink candidates that missed the budget are not shown (report.json "
                      "<code>auto_precision.trials</code> has them).</p>"] if hidden else []),
                   "</section>"]
     parts += ['<section id="details"><h2>Details</h2>',
