@@ -89,13 +89,6 @@ _APPLIED_PARTIALLY = re.compile(r"Explicitly applied (\S+) delegate, and the mod
                                 r"executed by the delegate w/ (\d+) delegate kernels")
 _NOT_EXECUTED = re.compile(r"Though (\S+) delegate is explicitly applied, the model graph will not be executed")
 _FAILED_TO_APPLY = re.compile(r"Failed to apply (\S+) delegate")
-_PROFILE_SUMMARY_ROW = re.compile(
-    rf"^\s*(?P<op>\S.*?)\s+(?P<count>\d+)\s+(?P<avg_ms>{_NUMBER})\s+(?P<percent>{_NUMBER})%"
-    rf"\s+(?P<cdf_percent>{_NUMBER})%(?:\s+{_NUMBER}\s+\d+)?\s*$")
-_OUTPUT_DIFF = re.compile(rf"OutputDiff\[(\d+)\]: avg_error=({_NUMBER}), std_dev=({_NUMBER})")
-_DIFF_LATENCY = re.compile(rf"(Reference|Test) run latency: avg=({_NUMBER})\(us\), std_dev=({_NUMBER})\(us\)")
-_DEVICE_GONE = re.compile(r"device '[^']*' not found|no devices/emulators found|device offline|"
-                          r"device unauthorized|device still authorizing")
 
 
 @dataclass(frozen=True)
@@ -164,6 +157,10 @@ def parse_benchmark_output(text):
     )
 
 
+_OUTPUT_DIFF = re.compile(rf"OutputDiff\[(\d+)\]: avg_error=({_NUMBER}), std_dev=({_NUMBER})")
+_DIFF_LATENCY = re.compile(rf"(Reference|Test) run latency: avg=({_NUMBER})\(us\), std_dev=({_NUMBER})\(us\)")
+
+
 def parse_inference_diff(text):
     """Parse the final lines ``inference_diff`` (run_eval) logs into an InferenceDiff."""
     lines = [_LOG_PREFIX.sub("", line, count=1) for line in text.splitlines()]
@@ -189,6 +186,12 @@ def _group_float(match, group):
     return float(match[group]) if match else None
 
 
+# One row of benchmark_model's "Summary by node type" table.
+_PROFILE_SUMMARY_ROW = re.compile(
+    rf"^\s*(?P<op>\S.*?)\s+(?P<count>\d+)\s+(?P<avg_ms>{_NUMBER})\s+(?P<percent>{_NUMBER})%"
+    rf"\s+(?P<cdf_percent>{_NUMBER})%(?:\s+{_NUMBER}\s+\d+)?\s*$")
+
+
 def _parse_op_summary(lines):
     """Rows of the "Summary by node type" table that follows "Operator-wise Profiling Info for Regular
     Benchmark Runs" (the table printed before it profiles the initialisation, not inference).
@@ -211,6 +214,11 @@ def _parse_op_summary(lines):
         rows.append({"op": m["op"], "count": int(m["count"]), "avg_ms": float(m["avg_ms"]),
                      "percent": float(m["percent"]), "cdf_percent": float(m["cdf_percent"])})
     return rows
+
+
+# What adb prints on stderr when the device it was asked for is not there to talk to.
+_DEVICE_GONE = re.compile(r"device '[^']*' not found|no devices/emulators found|device offline|"
+                          r"device unauthorized|device still authorizing")
 
 
 class AdbRunner:

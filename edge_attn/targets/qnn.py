@@ -36,21 +36,8 @@ DEFAULT_TIMEOUT_S = 600
 # The line LiteRT's own wrapper parses (ai_edge_litert/aot/core/apply_plugin.py, _RE_PARTITION_STATS).
 _PARTITION_STATS = re.compile(r"Partitioned subgraph<(\d+)>, selected (\d+) ops, from a total of (\d+) ops\. "
                               r"resulted in (\d+) partitions\.")
-_REFUSED = re.compile(r"LiteRT Op #(\d+) '([^']*)' \(code=(\d+)\) (.+)")
-_VALIDATION = re.compile(r"QNN op validation failed: (.+)")
 _SDK_VERSION = re.compile(r"(?:Applying plugin with SDK version: v|hexnn_ver_v)(\d+\.\d+\.\d+)")
-_VERSION_MISMATCH = re.compile(r"(Qnn (?:System |backend )?library) version ([\d.]+) is used\. "
-                               r"The version LiteRT using is ([\d.]+)\.")
 _HTP_ARCH = re.compile(r"will overwrite it to (\d+)")
-_ERROR_LINE = re.compile(r"^ERROR: \[[^\]]+\]\s*(.*)$")
-# Lines the compiler prints as errors on every successful compile with QNN 2.51 (LiteRT 2.3 expects 2.50):
-# not a reason for anything.
-_NOISE = ("unexpected GraphHtpSettings option",)
-# LiteRT reports element types as LiteRtElementType, whose values are TfLiteType's
-# (tensorflow/lite/core/c/c_api_types.h; litert/c/litert_model_types.h) — not the schema's TensorType numbers.
-_TFLITE_TYPES = {0: "no type", 1: "float32", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
-                 8: "complex64", 9: "int8", 10: "float16", 11: "float64", 12: "complex128", 13: "uint64",
-                 14: "resource", 15: "variant", 16: "uint32", 17: "uint16", 18: "int4", 19: "bfloat16"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,6 +236,12 @@ def run_plugin(search_path, manufacturer, plugin_folder, command, source, output
     return _Run(False, True, log, seconds, None, failure_message(log, result.returncode))
 
 
+_ERROR_LINE = re.compile(r"^ERROR: \[[^\]]+\]\s*(.*)$")
+# Lines the compiler prints as errors on every successful compile with QNN 2.51 (LiteRT 2.3 expects 2.50):
+# not a reason for anything.
+_NOISE = ("unexpected GraphHtpSettings option",)
+
+
 def failure_message(log, returncode):
     """The compiler's own message for a failed run, in one line."""
     for line in log.splitlines():
@@ -263,9 +256,21 @@ def failure_message(log, returncode):
     return f"{signal_note}" + (f"; last log line: {tail[0]}" if tail else "")
 
 
+# LiteRT reports element types as LiteRtElementType, whose values are TfLiteType's
+# (tensorflow/lite/core/c/c_api_types.h; litert/c/litert_model_types.h) — not the schema's TensorType numbers.
+_TFLITE_TYPES = {0: "no type", 1: "float32", 2: "int32", 3: "uint8", 4: "int64", 5: "string", 6: "bool", 7: "int16",
+                 8: "complex64", 9: "int8", 10: "float16", 11: "float64", 12: "complex128", 13: "uint64",
+                 14: "resource", 15: "variant", 16: "uint32", 17: "uint16", 18: "int4", 19: "bfloat16"}
+
+
 def _name_element_type(message):
     return re.sub(r"litert type: (\d+)",
                   lambda m: f"litert type: {m.group(1)} ({_TFLITE_TYPES.get(int(m.group(1)), 'unknown')})", message)
+
+
+# The compiler's line for an op it leaves on the CPU, and the validator message that can precede it.
+_REFUSED = re.compile(r"LiteRT Op #(\d+) '([^']*)' \(code=(\d+)\) (.+)")
+_VALIDATION = re.compile(r"QNN op validation failed: (.+)")
 
 
 def _refusals(log):
@@ -317,6 +322,10 @@ def placement(info, partitioned_bytes, log, refused):
             problems.append(f"the compiler reports {selected}/{total} ops in {count} partition(s); matched by tensor "
                             f"name: {placed}/{len(info.ops)} in {len(new_subgraphs)}")
     return tuple(ops), len(new_subgraphs), problems
+
+
+_VERSION_MISMATCH = re.compile(r"(Qnn (?:System |backend )?library) version ([\d.]+) is used\. "
+                               r"The version LiteRT using is ([\d.]+)\.")
 
 
 def _version_problems(log, libraries):
