@@ -121,6 +121,13 @@ def noop_quantize_config():
     return NoOpQuantizeConfig
 
 
+def weights_only_config(config):
+    """A copy of one of tfmot's default 8-bit registry configs (``Default8BitQuantizeConfig`` or
+    ``Default8BitConvQuantizeConfig``: weight_attrs, activation_attrs, quantize_output) that fake-quantizes the
+    layer's weights only: no activation and no output quantizer."""
+    return type(config)(list(config.weight_attrs), [], False)
+
+
 def is_input_quantizer(layer):
     """Whether ``layer`` is the QuantizeLayer quantize_apply puts after a model input."""
     from tensorflow_model_optimization.python.core.quantization.keras.quantize_layer import QuantizeLayer

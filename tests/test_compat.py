@@ -155,6 +155,26 @@ def test_noop_quantize_config_quantizes_nothing(quantized):
     assert _compat.output_ranges(pool) == []
 
 
+@pytest.mark.parametrize("layer_class", ["Conv2D", "DepthwiseConv2D", "Dense"])
+def test_weights_only_config_keeps_the_registry_weight_quantizer_and_nothing_else(layer_class):
+    import tensorflow_model_optimization as tfmot
+
+    from edge_attn._keras import keras
+
+    layer = {"Conv2D": lambda: keras.layers.Conv2D(3, 3), "DepthwiseConv2D": lambda: keras.layers.DepthwiseConv2D(3),
+             "Dense": lambda: keras.layers.Dense(3)}[layer_class]()
+    layer.build((None, 6, 6, 2) if layer_class != "Dense" else (None, 4))
+    registry = tfmot.quantization.keras.default_8bit.Default8BitQuantizeScheme().get_quantize_registry()
+    full = registry.get_quantize_config(layer)
+    config = _compat.weights_only_config(full)
+    assert type(config) is type(full)
+    weights = config.get_weights_and_quantizers(layer)
+    assert [w.name for w, _ in weights] == [w.name for w, _ in full.get_weights_and_quantizers(layer)] != []
+    assert [type(q) for _, q in weights] == [type(q) for _, q in full.get_weights_and_quantizers(layer)]
+    assert config.get_activations_and_quantizers(layer) == [] and config.get_output_quantizers(layer) == []
+    assert full.get_activations_and_quantizers(layer) != []  # the copy, not the registry's own, changed
+
+
 def test_input_quantizer_and_output_ranges_are_the_variables_conversion_reads(quantized):
     """Setting the ranges found by name sets the converted model's scales: they are the ones conversion reads."""
     from ai_edge_litert.interpreter import Interpreter

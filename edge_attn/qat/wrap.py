@@ -11,7 +11,8 @@
    (:mod:`edge_attn.qat.configs`) for the layers tfmot does not know; layers neither knows are listed
    in one error, by name and class, with what to do;
 3. **apply**: ``tfmot.quantization.keras.quantize_apply`` inserts the fake-quant ops (and folds
-   Conv2D+BatchNorm(+ReLU) patterns its transforms recognise).
+   Conv2D+BatchNorm(+ReLU) patterns its transforms recognise), with :class:`edge_attn.qat.layout.EdgeAttnScheme`:
+   tfmot's scheme, except that a Conv2D/Dense followed by a ReLU layer keeps its weight fake-quant.
 """
 
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from edge_attn.errors import BadInput
 from edge_attn.heads import split_head, with_head
 from edge_attn.normalize import normalize
 from edge_attn.qat.configs import CUSTOM_OBJECTS, EDGE_ATTN_CONFIGS
+from edge_attn.qat.layout import EdgeAttnScheme
 from edge_attn.graph import rebuild
 
 _qk = tfmot.quantization.keras
@@ -118,5 +120,5 @@ def quantize_aware(model, trust_model_code=False, keep_float=None):
     with _qk.quantize_scope(CUSTOM_OBJECTS):
         annotated = keras.models.clone_model(lowered, clone_function=annotate)
         annotated.set_weights(lowered.get_weights())
-        quantized = _qk.quantize_apply(annotated)
+        quantized = _qk.quantize_apply(annotated, scheme=EdgeAttnScheme())
     return QuantizeAware(model=quantized, float_model=lowered, rewrites=rewrites, head=head)
