@@ -75,6 +75,10 @@ def _add_model_building(p):
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
+def _add_tflite_model(p):
+    p.add_argument("model", help="the .tflite model")
+
+
 def _add_force(p):
     p.add_argument("--force", action="store_true",
                    help="write into an existing non-empty --out that edge_attn did not create (only the files "
@@ -519,7 +523,7 @@ def build_parser():
     p = _command(sub, "check", cmd_check, help="check a .tflite against its float reference",
                  description="Accuracy, agreement, output SNR and per-layer error of a TFLite model "
                              "against its float Keras reference; exit 1 when a budget is missed.")
-    p.add_argument("model", help="the .tflite model")
+    _add_tflite_model(p)
     p.add_argument("--reference", required=True, help="the float Keras model (.keras/.h5/SavedModel)")
     p.add_argument("--data", required=True, help="digits | digits-glare | file.npz | folder of class folders")
     p.add_argument("--split", choices=("eval", "train", "all"),
@@ -543,7 +547,7 @@ def build_parser():
                  description="Per-op delegate verdicts with reasons, from edge_attn's own rules (TFLite's "
                              "Analyzer claims GPU compatibility for ops the GPU delegate rejects), the "
                              "partitions the delegate would create, and a one-line summary.")
-    p.add_argument("model", help="the .tflite model")
+    _add_tflite_model(p)
     p.add_argument("--delegate", required=True, choices=("gpu", "nnapi", "xnnpack", "qnn", "openvino"),
                    help="qnn: Qualcomm's real HTP (NPU) compiler through LiteRT's AOT plug-in, for --soc; "
                         "openvino: the Intel NPU plug-in's partitioning only (it cannot compile here)")
@@ -566,7 +570,7 @@ def build_parser():
                  description="Compile with Qualcomm's HTP compiler through LiteRT's AOT plug-in: writes "
                              "MODEL_Qualcomm_SOC.tflite (what an app ships for that SoC), MODEL.tflite (the "
                              "CPU-only fallback, unchanged) and compile.json. Exit 1 when the compile fails.")
-    p.add_argument("model", help="the .tflite model")
+    _add_tflite_model(p)
     p.add_argument("--npu", required=True, action="append", help="qnn:SOC, e.g. qnn:SM8650 (repeatable)")
     p.add_argument("--out", required=True, help="output folder")
     _add_force(p)
@@ -576,7 +580,7 @@ def build_parser():
                              "measured in the same run, interleaved, and the speed-up is a ratio. "
                              "Exit 1 when a result is over the profile's latency budget or significantly "
                              "slower than its --baseline.")
-    p.add_argument("model", help="the .tflite model")
+    _add_tflite_model(p)
     p.add_argument("--device", default="host", help="profile name (host, android-example, ...) or a .toml path")
     p.add_argument("--delegate", action="append", choices=("cpu", "xnnpack", "gpu", "nnapi"),
                    help="delegate to measure (repeatable; default: the profile's list)")
