@@ -497,6 +497,9 @@ def _accuracy_chart(report):
     return _png(figure)
 
 
+SNR_AXIS_CAP_DB = 80.0  # the per-layer chart's y axis; higher values are drawn at the top
+
+
 def _layer_snr_chart(layers):
     """One compact strip per matched layer in graph order (a fixed height, whatever the depth): the
     cumulative SNR as bars (the worst three in red), the local SNR as orange dots on top, so a layer whose
@@ -513,14 +516,22 @@ def _layer_snr_chart(layers):
     positions = np.arange(len(layers))
     top = np.nanmax(np.concatenate([snr, local])) if np.isfinite(np.concatenate([snr, local])).any() else 0.0
     finite = np.nan_to_num(snr, nan=top)
-    axes.bar(positions, finite, color=np.where(np.isnan(snr), "#ccc", "#2a7ab0"), width=0.8,
+    # Layers kept in float (or near bit-exact) have local SNRs past 100 dB: drawn as triangles on a capped
+    # axis, so the range where int8 layers differ (roughly 10-60 dB) keeps the chart's height.
+    cap = min(max(top, 1.0), SNR_AXIS_CAP_DB)
+    axes.bar(positions, np.minimum(finite, cap), color=np.where(np.isnan(snr), "#ccc", "#2a7ab0"), width=0.8,
              label="cumulative (inherited) SNR")
     for index in np.argsort(finite)[:3]:
-        axes.bar(index, finite[index], color="#c0392b", width=0.8)
-    shown = ~np.isnan(local)
-    axes.scatter(positions[shown], local[shown], color=LOCAL_COLOUR, s=42, zorder=3, edgecolors="#7a3c00",
+        axes.bar(index, min(finite[index], cap), color="#c0392b", width=0.8)
+    below, above = ~np.isnan(local) & (local <= cap), ~np.isnan(local) & (local > cap)
+    axes.scatter(positions[below], local[below], color=LOCAL_COLOUR, s=42, zorder=3, edgecolors="#7a3c00",
                  linewidths=0.6, label="local SNR (the layer alone quantized)")
-    axes.legend(loc="lower left", fontsize=8, frameon=False)
+    if above.any():
+        axes.scatter(positions[above], np.full(above.sum(), cap), marker="^", color=LOCAL_COLOUR, s=42, zorder=3,
+                     edgecolors="#7a3c00", linewidths=0.6, clip_on=False,
+                     label=f"local SNR above {cap:g} dB (float or near bit-exact)")
+    axes.set_ylim(0, cap)
+    axes.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncol=3, fontsize=8, frameon=False, borderaxespad=0.2)
     axes.set_xlim(-1, len(layers))
     axes.set_xlabel(f"{len(layers)} matched layers, graph order (red: the 3 worst cumulative; grey: bit-exact, "
                     "infinite SNR)")
