@@ -174,7 +174,7 @@ def test_qat_puts_no_fake_quant_on_float_layers_and_converts_them_in_float(setup
     """Under QAT a float rule means: no fake-quant on the layer's weights (its output is fake-quantized only
     where an int8 layer reads it, as the deployed QUANTIZE at the island's border does) and the converter
     keeps its op in float; the rest keeps its QAT (fake-quant) ranges and is int8. The rule is on ``tail``
-    (Conv2D → pooling): a Conv2D followed by a ReLU layer gets no weight fake-quant from tfmot either way."""
+    (Conv2D → pooling), whose weights are fake-quantized without the rule (asserted)."""
     from edge_attn.convert.precision import float_rule_layers
     from edge_attn.qat import calibrate_ranges, quantize_aware
 
