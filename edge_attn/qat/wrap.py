@@ -6,7 +6,8 @@
    are rewritten into equivalent Keras layers (:mod:`edge_attn.normalize`; zoo models have none);
 1. **lower**: every edge_attn attention layer is replaced by its ``decompose()`` graph of primitive
    layers (float-identical), so fake-quant nodes can sit between the pooling, MLP, gate and scale,
-   exactly where TFLite will have int8 tensors;
+   exactly where TFLite will have int8 tensors; a BatchNormalization / ReLU after a Conv1D is folded into
+   it (:mod:`edge_attn.qat.conv1d_fold`: tfmot folds them only after Conv2D/Dense);
 2. **annotate**: each layer gets tfmot's default 8-bit config, or one of edge_attn's configs
    (:mod:`edge_attn.qat.configs`) for the layers tfmot does not know; layers neither knows are listed
    in one error, by name and class, with what to do;
@@ -25,6 +26,7 @@ from edge_attn.errors import BadInput
 from edge_attn.heads import split_head, with_head
 from edge_attn.normalize import normalize
 from edge_attn.qat.configs import CUSTOM_OBJECTS, EDGE_ATTN_CONFIGS
+from edge_attn.qat.conv1d_fold import fold_into_conv1d
 from edge_attn.qat.layout import EdgeAttnScheme
 from edge_attn.graph import rebuild
 
@@ -103,7 +105,7 @@ def quantize_aware(model, trust_model_code=False, keep_float=None):
     keep_float = keep_float or (lambda name: False)
     normalized, rewrites = normalize(model, trust_model_code=trust_model_code)
     # Trained and checked on logits; the head goes back on for conversion (QuantizeAware.deployable).
-    lowered, head = split_head(lower_attention(normalized))
+    lowered, head = split_head(fold_into_conv1d(lower_attention(normalized)))
     unsupported = [layer for layer in lowered.layers if not isinstance(layer, keras.layers.InputLayer)
                    and not keep_float(layer.name) and _config_for(layer) == "unsupported"]
     if unsupported:
