@@ -147,8 +147,9 @@ def search(model, recipe, representative, x, y, layers, *, max_drop=1.0, min_agr
         cpu_ops = None
         if delegate is not None:
             cpu_ops = sum(1 for verdict in check_compat(tflite, delegate).ops if not verdict.delegated)
-            if raised and more_on_cpu(cpu_ops):
-                failures.append(f"{delegate} would leave {more_on_cpu(cpu_ops)} more op(s) to the CPU than all-int8 "
+            extra = more_on_cpu(cpu_ops) if raised else 0
+            if extra:
+                failures.append(f"{delegate} would leave {extra} more op(s) to the CPU than all-int8 "
                                 f"does (it does not take these {precision} ops)")
         return Trial(precision, list(raised), accuracy["output_snr_db"], accuracy["top1_agreement"],
                      accuracy["top1_drop_pt"], len(tflite), failures, delegate_cpu_ops=cpu_ops), candidate, tflite

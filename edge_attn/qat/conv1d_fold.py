@@ -65,11 +65,9 @@ def _folded_conv(conv, batch_norm, relu):
 
 def _batch_norm_affine(batch_norm):
     """(gain, shift) per channel with batch_norm(x) == x * gain + shift in inference mode."""
-    weights = dict(zip([w.name.rsplit("/", 1)[-1].split(":")[0] for w in batch_norm.weights],
-                       batch_norm.get_weights()))
-    mean, variance = weights["moving_mean"], weights["moving_variance"]
-    gamma = weights.get("gamma", np.ones_like(mean))
-    beta = weights.get("beta", np.zeros_like(mean))
+    mean, variance = batch_norm.moving_mean.numpy(), batch_norm.moving_variance.numpy()
+    gamma = batch_norm.gamma.numpy() if batch_norm.scale else np.ones_like(mean)
+    beta = batch_norm.beta.numpy() if batch_norm.center else np.zeros_like(mean)
     gain = gamma / np.sqrt(variance + batch_norm.epsilon)
     return gain, beta - mean * gain
 
