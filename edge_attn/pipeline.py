@@ -266,6 +266,7 @@ def build_report(reference, quantized, accuracy, layers, latency, *, model_path,
     """report.json as a dict (docs/report-json.md; the keys shared with ``check --json`` come from
     :func:`edge_attn.evaluate.results.checked_model`); ``budget`` ({max_drop, min_agreement, min_snr_db}, None:
     check's defaults) is what the model is judged by."""
+    from edge_attn.convert.row_conv import lowered_convs
     from edge_attn.evaluate.latency import host_target
     from edge_attn.evaluate.results import checked_model
 
@@ -283,6 +284,7 @@ def build_report(reference, quantized, accuracy, layers, latency, *, model_path,
         "float_training": reference.trained,
         "fine_tune": quantized.fine_tune,
         "rewrites": quantized.rewrites,
+        "lowered_convs": lowered_convs(quantized.tflite),
         "precision": quantized.precision,
         "reference_saved": "normalized (the rewrites above applied; float-identical)" if quantized.rewrites
                            else "as given",

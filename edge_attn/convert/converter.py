@@ -52,6 +52,7 @@ from edge_attn.atomic import write_bytes
 from edge_attn.errors import BadInput
 from edge_attn.convert.float_gate import refuse_float_ops
 from edge_attn.convert.requantize import integer_requantize
+from edge_attn.convert.row_conv import lower_thin_convs
 from edge_attn.convert.tracing import _has_fake_quant, _trace
 from edge_attn.resources import release_free_memory
 
@@ -71,8 +72,17 @@ def convert_model(model, recipe, representative=None, *, name=None):
 
     Raises :class:`~edge_attn.errors.BadInput` for a model the recipe cannot convert, naming the op(s);
     the converter's own exception stays chained (shown with ``--debug``).
+
+    With ``recipe.lower_thin_convs`` (the default) thin convolutions are rewritten as exact row convolutions
+    afterwards (:mod:`edge_attn.convert.row_conv`: CBAM's spatial conv, several times faster in XNNPACK).
     """
-    what = name or f"model {model.name!r}"
+    data = _convert(model, recipe, representative, name or f"model {model.name!r}")
+    if recipe.lower_thin_convs:
+        data, _ = lower_thin_convs(data)
+    return data
+
+
+def _convert(model, recipe, representative, what):
     function = _trace(model, recipe.batch_size, what)
     quantize_aware = _has_fake_quant(function)
     _check_model_matches_recipe(recipe, quantize_aware, what)

@@ -56,6 +56,7 @@ class Recipe:
     calibration_samples: int = 200  # representative samples (int8 and int16x8 only)
     batch_size: int = 1  # fixed batch at conversion: folds Reshape/Shape ops
     allow_float_ops: bool = False  # int8/int16x8: keep ops without an integer kernel in float instead of failing
+    lower_thin_convs: bool = True  # rewrite 1-2 channel convs as exact row convolutions (edge_attn.convert.row_conv)
     fine_tune: QatSettings = QatSettings()
     precision: tuple = ()  # of PrecisionRule, first match wins (calibrated only)
     source: str = ""  # the TOML file the recipe was read from
@@ -97,6 +98,7 @@ def parse_recipe(table, source):
         calibration_samples=fields.integer("calibration_samples", default=Recipe.calibration_samples, minimum=1),
         batch_size=fields.integer("batch_size", default=Recipe.batch_size, minimum=1),
         allow_float_ops=fields.boolean("allow_float_ops", default=False),
+        lower_thin_convs=fields.boolean("lower_thin_convs", default=True),
         fine_tune=_parse_fine_tune(fields.table("fine_tune"), source),
         precision=parse_precision_rules(fields.array_of_tables("precision"), source),
         source=str(source),

@@ -340,7 +340,10 @@ def match_layers(float_model, interpreter):
             # Hand the tensor on through layers folded into this op without a trace (conv -> bn).
             while (nxt := graph.folded_successor(name)) is not None and nxt not in layers_with_tensor:
                 name = nxt
-            chosen[name] = (position, op["op_name"], t)
+            label = op["op_name"]
+            if label == "RESHAPE" and name in chosen:
+                label = chosen[name][1]  # a row conv's closing reshape (edge_attn.convert.row_conv): still a conv
+            chosen[name] = (position, label, t)
 
     readers = {}
     for op in ops:
