@@ -51,6 +51,7 @@ from edge_attn._keras import tf
 from edge_attn.atomic import write_bytes
 from edge_attn.errors import BadInput
 from edge_attn.convert.float_gate import refuse_float_ops
+from edge_attn.convert.collapsed_ranges import widen_collapsed_ranges
 from edge_attn.convert.requantize import integer_requantize
 from edge_attn.convert.row_conv import lower_thin_convs
 from edge_attn.convert.tracing import _has_fake_quant, _trace
@@ -77,6 +78,8 @@ def convert_model(model, recipe, representative=None, *, name=None):
     afterwards (:mod:`edge_attn.convert.row_conv`: CBAM's spatial conv, several times faster in XNNPACK).
     """
     data = _convert(model, recipe, representative, name or f"model {model.name!r}")
+    if recipe.quantization == "int8":
+        data, _ = widen_collapsed_ranges(data)  # a dead ReLU's ~0 range would make XNNPACK refuse the model
     if recipe.lower_thin_convs:
         data, _ = lower_thin_convs(data)
     return data
