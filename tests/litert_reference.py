@@ -5,6 +5,16 @@ import numpy as np
 from ai_edge_litert.interpreter import Interpreter
 
 
+def xnnpack_loads(tflite):
+    """Whether LiteRT's default Interpreter (XNNPACK applied) can allocate the model: the delegate fails the
+    whole model when it refuses one op's parameters."""
+    try:
+        Interpreter(model_content=tflite).allocate_tensors()
+    except RuntimeError:
+        return False
+    return True
+
+
 def snr_db(reference, test):
     """10 log10(signal energy / error energy) of ``test`` against ``reference``."""
     reference, test = np.asarray(reference, np.float64), np.asarray(test, np.float64)

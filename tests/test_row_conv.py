@@ -10,17 +10,22 @@ must leave alone (2 → 2 channels, 1-wide kernels) are in every model too.
 """
 
 import dataclasses
+import os
 import random
+import sys
 
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-from edge_attn._keras import keras, tf
-from edge_attn.convert.converter import convert_model
-from edge_attn.convert.inspect import flatbuffer_utils
-from edge_attn.convert.recipe import load_recipe
-from edge_attn.convert.row_conv import ROW_CONV_SCOPE, lower_thin_convs, lowered_convs
+sys.path.insert(0, os.path.dirname(__file__))
+from litert_reference import xnnpack_loads  # noqa: E402
+
+from edge_attn._keras import keras, tf  # noqa: E402
+from edge_attn.convert.converter import convert_model  # noqa: E402
+from edge_attn.convert.inspect import flatbuffer_utils  # noqa: E402
+from edge_attn.convert.recipe import load_recipe  # noqa: E402
+from edge_attn.convert.row_conv import ROW_CONV_SCOPE, lower_thin_convs, lowered_convs  # noqa: E402
 
 SEEDS = range(6)
 
@@ -96,14 +101,6 @@ def _run(tflite, inputs, resolver):
     return results
 
 
-def _xnnpack_prepares(tflite):
-    try:
-        Interpreter(model_content=tflite).allocate_tensors()
-    except RuntimeError:
-        return False
-    return True
-
-
 def _integer_inputs(tflite, rng, count=6):
     interpreter = Interpreter(model_content=tflite)
     detail = interpreter.get_input_details()[0]
@@ -147,7 +144,7 @@ def test_integer_outputs_are_bit_identical(converted, recipe_name):
     kept, lowered = result[recipe_name]["kept"], result[recipe_name]["lowered"]
     inputs = _integer_inputs(kept, np.random.default_rng(seed))
     resolvers = [OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES]
-    if _xnnpack_prepares(kept):  # some generated degenerate convs (dilated 4x3 on a 1-pixel-high map) it refuses
+    if xnnpack_loads(kept):  # some generated degenerate convs (dilated 4x3 on a 1-pixel-high map) it refuses
         resolvers.append(OpResolverType.AUTO)
     for resolver in resolvers:
         for a, b in zip(_run(kept, inputs, resolver), _run(lowered, inputs, resolver)):
@@ -159,7 +156,7 @@ def test_float_outputs_match(converted):
     seed, specs, result = converted
     kept, lowered = result["f32"]["kept"], result["f32"]["lowered"]
     inputs = _integer_inputs(kept, np.random.default_rng(seed))
-    resolver = OpResolverType.AUTO if _xnnpack_prepares(kept) else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    resolver = OpResolverType.AUTO if xnnpack_loads(kept) else OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     for a, b in zip(_run(kept, inputs, resolver), _run(lowered, inputs, resolver)):
         for out_kept, out_lowered in zip(a, b):
             np.testing.assert_allclose(out_lowered, out_kept, rtol=1e-5, atol=1e-5 * np.abs(out_kept).max())
@@ -174,8 +171,8 @@ def test_every_thin_conv_is_lowered_and_no_other(converted):
         assert not [s for s in after if s[0] * s[1] <= 2 and s[2] >= 2], (seed, recipe_name, after)
         assert (2, 2, 3) in after and (1, 1, 1) in after  # the 2 → 2 conv and the 1-wide one stay as they were
         assert lowered_convs(pair["kept"]) == []
-        if _xnnpack_prepares(pair["kept"]):  # the rewrite must not make XNNPACK refuse a model it took
-            assert _xnnpack_prepares(pair["lowered"]), (seed, recipe_name)
+        if xnnpack_loads(pair["kept"]):  # the rewrite must not make XNNPACK refuse a model it took
+            assert xnnpack_loads(pair["lowered"]), (seed, recipe_name)
 
 
 def test_lowered_tensors_are_named_after_the_conv():

@@ -20,7 +20,8 @@ limit by its wider input is fixed in turn.
 
 import numpy as np
 
-from edge_attn.convert.inspect import flatbuffer_utils, schema
+from edge_attn.convert.flatbuffer_pass import builtin as _builtin, rewrite_subgraphs
+from edge_attn.convert.inspect import schema
 
 XNNPACK_MAX_REQUANTIZATION = 256.0  # exclusive
 TARGET_REQUANTIZATION = 128.0  # a factor of 2 below the limit, clear of float32 rounding
@@ -34,18 +35,7 @@ _ANY_INPUT_SCALE = _WEIGHTED | {_OPS.LOGISTIC, _OPS.TANH, _OPS.QUANTIZE, _OPS.DE
 
 def widen_collapsed_ranges(tflite_bytes):
     """``(flatbuffer bytes, [output tensor names widened])``; the input bytes unchanged when none is needed."""
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
-    widened = []
-    for graph in model.subgraphs:
-        widened += _widen_subgraph(model, graph)
-    if not widened:
-        return tflite_bytes, []
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), widened
-
-
-def _builtin(model, op):
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
+    return rewrite_subgraphs(tflite_bytes, _widen_subgraph)
 
 
 def _scales(tensor):

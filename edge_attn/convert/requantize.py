@@ -18,7 +18,8 @@ itself emits for int8 → int8 rescales, and XNNPACK's ``convert`` within one si
 
 import numpy as np
 
-from edge_attn.convert.inspect import flatbuffer_utils, schema
+from edge_attn.convert.flatbuffer_pass import builtin as _builtin, rewrite_subgraphs
+from edge_attn.convert.inspect import schema
 
 SAME_SCALE_RTOL = 1e-5  # float32 has ~6e-8 relative resolution: this is rounding, far from a real rescale
 
@@ -26,19 +27,12 @@ SAME_SCALE_RTOL = 1e-5  # float32 has ~6e-8 relative resolution: this is roundin
 def integer_requantize(tflite_bytes):
     """``(flatbuffer bytes, pairs dropped as identities, pairs made one int8 → int8 QUANTIZE)``; the input
     bytes unchanged when there is nothing to do."""
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
-    dropped = fused = 0
-    for subgraph in model.subgraphs:
-        d, f = _rewrite_subgraph(model, subgraph)
-        dropped, fused = dropped + d, fused + f
-    if not dropped and not fused:
-        return tflite_bytes, 0, 0
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), dropped, fused
+    def rewrite(model, subgraph):
+        dropped, fused = _rewrite_subgraph(model, subgraph)
+        return ["dropped"] * dropped + ["fused"] * fused
 
-
-def _builtin(model, op):
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
+    data, changes = rewrite_subgraphs(tflite_bytes, rewrite)
+    return data, changes.count("dropped"), changes.count("fused")
 
 
 def _same_quantization(a, b):

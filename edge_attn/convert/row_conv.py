@@ -33,7 +33,8 @@ import dataclasses
 
 import numpy as np
 
-from edge_attn.convert.inspect import flatbuffer_utils, schema
+from edge_attn.convert.flatbuffer_pass import builtin as _builtin, read, rewrite_subgraphs
+from edge_attn.convert.inspect import schema
 
 # Lowered when Cin·Cout is at most this: at 4 (2→2, 4→1, 1→4) the band lost to the original in some shapes
 # (2→4 3×3 at 16×16: 2.1 vs 3.4 µs), at ≤ 2 it won or tied in every measured shape from 4×4 to 112×112.
@@ -64,19 +65,13 @@ class LoweredConv:
 
 def lower_thin_convs(tflite_bytes):
     """``(flatbuffer bytes, [LoweredConv])``; the input bytes unchanged when no conv qualifies."""
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
-    lowered = []
-    for subgraph in model.subgraphs:
-        lowered += _lower_subgraph(model, subgraph)
-    if not lowered:
-        return tflite_bytes, []
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model)), lowered
+    return rewrite_subgraphs(tflite_bytes, _lower_subgraph)
 
 
 def lowered_convs(tflite_bytes):
     """The row convolutions this module made in a .tflite: ``[{tensor, band}]`` (the conv's output tensor
     name as the converter wrote it and the band's OHWI shape), read back from the file's tensor names."""
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))
+    model = read(tflite_bytes)
     found = []
     for graph in model.subgraphs:
         for op in graph.operators or []:
@@ -88,11 +83,6 @@ def lowered_convs(tflite_bytes):
                 found.append({"tensor": name[: -len(f"/{ROW_CONV_SCOPE}/rows_out")],
                               "band": [int(d) for d in band.shape]})
     return found
-
-
-def _builtin(model, op):
-    code = model.operatorCodes[op.opcodeIndex]
-    return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
 def _constant(model, tensor):
