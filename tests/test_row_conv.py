@@ -181,13 +181,22 @@ def test_lowered_tensors_are_named_after_the_conv():
     x = keras.Input((9, 9, 1), batch_size=1)
     model = keras.Model(x, keras.layers.Activation("sigmoid")(keras.layers.Conv2D(1, 7, padding="same", name="spatial")(x)))
     rng = np.random.default_rng(0)
-    tflite = convert_model(model, load_recipe("int8-ptq"), [rng.normal(0, 1, (1, 9, 9, 1)).astype(np.float32)])
+    tflite = convert_model(model, load_recipe("int8-ptq"), [np.random.default_rng(0).normal(0, 1, (1, 9, 9, 1))
+                                                            .astype(np.float32)])
     graph = flatbuffer_utils.read_model_from_bytearray(bytearray(tflite)).subgraphs[0]
     names = [t.name.decode() if isinstance(t.name, bytes) else t.name for t in graph.tensors]
     added = [n for n in names if f"/{ROW_CONV_SCOPE}/" in n]
     assert added and all("spatial" in n for n in added)
     lowered = lowered_convs(tflite)
     assert len(lowered) == 1 and lowered[0]["band"] == [9, 7, 1, 9] and "spatial" in lowered[0]["tensor"]
+    from edge_attn.evaluate.per_layer import layer_errors
+
+    kept = convert_model(model, dataclasses.replace(load_recipe("int8-ptq"), lower_thin_convs=False),
+                         [rng.normal(0, 1, (1, 9, 9, 1)).astype(np.float32)])
+    x = rng.normal(0, 1, (4, 9, 9, 1)).astype(np.float32)
+    row, kept_row = ({r["name"]: r for r in layer_errors(model, t, x)}["spatial"] for t in (tflite, kept))
+    assert row["op"] == kept_row["op"] == "CONV_2D"  # the conv computes it; the closing RESHAPE only relabels
+    assert row["local_snr_db"] is not None and row["local_snr_db"] == pytest.approx(kept_row["local_snr_db"])
 
 
 def test_a_model_without_thin_convs_is_returned_unchanged():
