@@ -69,8 +69,9 @@ def lower_thin_convs(tflite_bytes):
 
 
 def lowered_convs(tflite_bytes):
-    """The row convolutions this module made in a .tflite: ``[{tensor, band}]`` (the conv's output tensor
-    name as the converter wrote it and the band's OHWI shape), read back from the file's tensor names."""
+    """The row convolutions this module made in a .tflite: ``[{tensor, band}]`` (the first part of the conv's
+    output tensor name as the converter wrote it, and the band's OHWI shape), read back from the file's tensor
+    names."""
     model = read(tflite_bytes)
     found = []
     for graph in model.subgraphs:
@@ -193,7 +194,8 @@ def _lower_subgraph(model, graph):
 
         # Every new tensor is named after the conv's output (which the last RESHAPE keeps), so name-based
         # matching (per-layer error, precision rules) attributes the three ops to the conv's layer.
-        named = _name(out) + "/" + ROW_CONV_SCOPE
+        # (The first of the fused names the converter joined with ";" is enough, and keeps the file small.)
+        named = _name(out).split(";")[0] + "/" + ROW_CONV_SCOPE
         rows_in = _new_like(graph, x, f"{named}/rows_in", [n, in_shape[1], 1, width * cin])
         rows_out = _new_like(graph, out, f"{named}/rows_out", [n, out_height, 1, out_width * cout])
         inputs = [rows_in, _new_constant(model, graph, f"{named}/band", band, w.type,
