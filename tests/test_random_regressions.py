@@ -9,8 +9,9 @@ an app loading it the default way would fail too.
 The trigger was a range of [0, 0] (an SE bottleneck dead on every calibration sample, scale ~0): since
 calibration gives such tensors a unit range (edge_attn.qat.calibrate.DEAD_RANGE) XNNPACK runs seed 3. The
 crash handling is still needed for models that reach edge_attn with degenerate scales, so this test restores
-the old [0, 0] range to make the model XNNPACK kills; the second test checks that the same model calibrated as
-shipped runs on XNNPACK.
+the old [0, 0] range — and undoes edge_attn.convert.collapsed_ranges, which since widens such a scale after
+conversion — to make the model XNNPACK kills; the next test checks that the widening alone makes the [0, 0]
+model run on XNNPACK, and the last that the model calibrated as shipped does.
 """
 
 import json
@@ -63,7 +64,11 @@ def _convert_seed_3(tmp_path):
 def test_a_model_xnnpack_kills_is_checked_on_builtin_kernels_and_reported(tmp_path, capsys, monkeypatch):
     import edge_attn.qat.calibrate as calibrate
 
+    import edge_attn.convert.converter as converter
+
     monkeypatch.setattr(calibrate, "DEAD_RANGE", (0.0, 0.0))  # the degenerate scale that made XNNPACK abort
+    # ...which edge_attn.convert.collapsed_ranges now widens; undone here to have a model XNNPACK refuses
+    monkeypatch.setattr(converter, "widen_collapsed_ranges", lambda data: (data, []))
     code, tflite = _convert_seed_3(tmp_path)
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -78,6 +83,16 @@ def test_a_model_xnnpack_kills_is_checked_on_builtin_kernels_and_reported(tmp_pa
     assert any("XNNPACK delegate" in w and "builtin kernels" in w for w in xnnpack["warnings"])
     assert "warning: LiteRT's XNNPACK delegate" in captured.err
     assert report["latency_ms"]["quantized"]["xnnpack_problem"]
+
+
+def test_the_degenerate_ranges_are_widened_so_xnnpack_runs_the_model(tmp_path, capsys, monkeypatch):
+    import edge_attn.qat.calibrate as calibrate
+
+    monkeypatch.setattr(calibrate, "DEAD_RANGE", (0.0, 0.0))
+    code, tflite = _convert_seed_3(tmp_path)
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert _bare_litert_runs(tflite, "default") and "XNNPACK" not in captured.err
 
 
 def test_the_same_model_calibrated_as_shipped_runs_on_xnnpack(tmp_path, capsys):
