@@ -20,7 +20,7 @@ limit by its wider input is fixed in turn.
 
 import numpy as np
 
-from edge_attn.convert.flatbuffer_pass import builtin as _builtin, rewrite_subgraphs
+from edge_attn.convert.flatbuffer_pass import builtin as _builtin, rewrite_subgraphs, tensor_name
 from edge_attn.convert.inspect import schema
 
 XNNPACK_MAX_REQUANTIZATION = 256.0  # exclusive
@@ -70,8 +70,7 @@ def _widen_subgraph(model, graph):
             if _builtin(model, consumer) in _WEIGHTED and int(consumer.inputs[0]) == int(op.outputs[0]):
                 _rescale_bias(model, graph, consumer, float(s_out[0]), new_scale)
         out.quantization.scale = np.asarray([new_scale], np.float32)
-        name = out.name.decode() if isinstance(out.name, bytes) else str(out.name)
-        widened.append(name)
+        widened.append(tensor_name(out))
     return widened
 
 

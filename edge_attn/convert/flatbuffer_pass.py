@@ -13,6 +13,12 @@ def builtin(model, op):
     return max(code.builtinCode, code.deprecatedBuiltinCode)
 
 
+def tensor_name(tensor):
+    """A ``TensorT``'s name as str (the object API keeps it as bytes)."""
+    name = tensor.name
+    return name.decode() if isinstance(name, bytes) else str(name or "")
+
+
 def read(tflite_bytes):
     """The flatbuffer as a ``ModelT``."""
     return flatbuffer_utils.read_model_from_bytearray(bytearray(tflite_bytes))

@@ -34,6 +34,7 @@ import dataclasses
 import numpy as np
 
 from edge_attn.convert.flatbuffer_pass import builtin as _builtin, read, rewrite_subgraphs
+from edge_attn.convert.flatbuffer_pass import tensor_name as _name
 from edge_attn.convert.inspect import schema
 
 # Lowered when Cin·Cout is at most this: at 4 (2→2, 4→1, 1→4) the band lost to the original in some shapes
@@ -114,7 +115,9 @@ def _padding_left(padding, size, out_size, kernel, stride, dilation):
 
 
 def _plan(model, graph, op):
-    """``(x, weights, bias, out, options, shapes)`` for a CONV_2D the rewrite applies to, else None."""
+    """``(x, w, b, out, weights, bias, options, in_shape, out_shape)`` — the input, weight, bias and output
+    tensors, the weight and bias arrays, the conv's options and the static shapes — for a CONV_2D the rewrite
+    applies to, else None."""
     if _builtin(model, op) != schema.BuiltinOperator.CONV_2D or len(op.inputs) < 2 or len(op.outputs) != 1:
         return None
     if op.intermediates is not None and len(op.intermediates):
@@ -229,11 +232,6 @@ def _opcode(model, builtin):
     code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
     model.operatorCodes.append(code)
     return len(model.operatorCodes) - 1
-
-
-def _name(tensor):
-    name = tensor.name
-    return name.decode() if isinstance(name, bytes) else str(name or "")
 
 
 def _new_tensor(graph, name, shape, dtype, quantization, buffer=0):
