@@ -55,8 +55,9 @@ def tutorial_model(block, shape=(16, 16, 1), classes=10, softmax=False):
     return keras.Model(inputs, outputs, name=block.__name__.replace("_block", ""))
 
 
-# Published Keras CBAM code (e.g. kobiso/CBAM-keras) writes the channel pooling and gates as Lambda layers
-# whose code uses the module's own import of the Keras backend as ``K``.
+# Published Keras CBAM code (kobiso/CBAM-keras, models/attention_module.py and resnet_v1.py) writes the
+# spatial pooling as Lambda layers whose code uses the module's own import of the Keras backend as ``K``, and
+# attaches CBAM to every ResNet v1 block after its second conv-BN, before the shortcut add.
 LAMBDA_CBAM_MODULE = textwrap.dedent('''
     """A user's training script (imported with --import): its Lambda layers use ``K`` from here."""
     import tensorflow as tf
@@ -65,30 +66,48 @@ LAMBDA_CBAM_MODULE = textwrap.dedent('''
     from tensorflow.keras.models import Model
 
 
-    def channel_attention(x, ratio=4):
+    def channel_attention(x, ratio=8):
         channels = x.shape[-1]
-        shared_1 = L.Dense(channels // ratio, activation="relu")
-        shared_2 = L.Dense(channels)
-        avg = L.Reshape((1, 1, channels))(L.GlobalAveragePooling2D()(x))
-        mx = L.Reshape((1, 1, channels))(L.GlobalMaxPooling2D()(x))
-        gate = L.Activation("sigmoid")(L.Add()([shared_2(shared_1(avg)), shared_2(shared_1(mx))]))
-        return L.Multiply()([x, gate])
+        shared_1 = L.Dense(channels // ratio, activation="relu", kernel_initializer="he_normal")
+        shared_2 = L.Dense(channels, kernel_initializer="he_normal")
+        avg = shared_2(shared_1(L.Reshape((1, 1, channels))(L.GlobalAveragePooling2D()(x))))
+        mx = shared_2(shared_1(L.Reshape((1, 1, channels))(L.GlobalMaxPooling2D()(x))))
+        gate = L.Activation("sigmoid")(L.Add()([avg, mx]))
+        return L.multiply([x, gate])
 
 
     def spatial_attention(x):
         avg = L.Lambda(lambda t: K.mean(t, axis=3, keepdims=True))(x)
         mx = L.Lambda(lambda t: K.max(t, axis=3, keepdims=True))(x)
-        gate = L.Conv2D(1, 7, padding="same", activation="sigmoid")(L.Concatenate(axis=3)([avg, mx]))
-        return L.Multiply()([x, gate])
+        gate = L.Conv2D(1, 7, padding="same", activation="sigmoid", kernel_initializer="he_normal",
+                        use_bias=False)(L.Concatenate(axis=3)([avg, mx]))
+        return L.multiply([x, gate])
 
 
-    def build(shape=(16, 16, 1), classes=10):
+    def cbam_block(x, ratio=8):
+        return spatial_attention(channel_attention(x, ratio))
+
+
+    def resnet_layer(x, filters, strides=1, activation="relu"):
+        x = L.Conv2D(filters, 3, strides=strides, padding="same", kernel_initializer="he_normal")(x)
+        x = L.BatchNormalization()(x)
+        return L.Activation(activation)(x) if activation else x
+
+
+    def build(shape=(16, 16, 1), classes=10, filters=16):
         inputs = L.Input(shape)
-        x = L.Conv2D(16, 3, padding="same", use_bias=False)(inputs)
-        x = L.Activation("relu")(L.BatchNormalization()(x))
-        x = spatial_attention(channel_attention(x))
+        x = resnet_layer(inputs, filters)
+        for stage in range(2):
+            strides = 2 if stage else 1
+            y = resnet_layer(x, filters, strides)
+            y = cbam_block(resnet_layer(y, filters, activation=None))
+            if strides > 1:
+                x = L.Conv2D(filters, 1, strides=strides, padding="same", kernel_initializer="he_normal")(x)
+            x = L.Activation("relu")(L.add([x, y]))
+            filters *= 2
         x = L.GlobalAveragePooling2D()(x)
-        return Model(inputs, L.Dense(classes, activation="softmax")(x), name="lambda_cbam")
+        return Model(inputs, L.Dense(classes, activation="softmax", kernel_initializer="he_normal")(x),
+                     name="lambda_cbam")
 ''')
 
 

@@ -10,7 +10,8 @@ block BatchNormalization folding, MobileNetV3's hard activations) are rewritten 
 :mod:`edge_attn.normalize.layer_rules`. Shared layers are unshared (one copy per call, same weights):
 each call site gets its own quantization ranges, as TFLite gives each its own tensors. A ``Lambda``
 layer holds arbitrary Python and is only considered when the user trusts the model's code
-(:mod:`edge_attn.normalize.lambdas`).
+(:mod:`edge_attn.normalize.lambdas`). Last, a conv or Dense over a channel concatenation is split into one
+per concatenated input (:mod:`edge_attn.normalize.concat_split`), so that each input keeps its own int8 scale.
 """
 
 import inspect
@@ -20,6 +21,7 @@ from edge_attn import _compat
 from edge_attn._keras import keras
 from edge_attn.errors import BadInput
 from edge_attn.graph import rebuild
+from edge_attn.normalize.concat_split import split_concatenated_inputs
 from edge_attn.normalize.elementwise import ConstantAffine
 from edge_attn.normalize.lambdas import recognise_lambda
 from edge_attn.normalize.layer_rules import fuse_hard_sigmoid, rule_for
@@ -119,9 +121,10 @@ def normalize(model, trust_model_code=False, strict=True):
         raise _refusal(model, unsupported)
     shared = any(len(_compat.inbound_nodes(layer)) > 1 for layer in model.layers)
     if not grouped and not unsupported and not shared:
-        return model, []  # nothing to change (zoo models): the model itself, not a copy
+        rebuilt = model  # nothing to change (zoo models): the model itself, not a copy
     rewrites = [{"from": source, "to": to, "layers": names} for (source, to), names in grouped.items()]
-    return rebuilt, rewrites
+    rebuilt, split = split_concatenated_inputs(rebuilt)
+    return rebuilt, rewrites + ([split] if split else [])
 
 
 def _fused(out, grouped, source, name):
