@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
 
-from edge_attn._keras import keras
-from litert_reference import run_on_float_samples, snr_db
+from edge_attn._keras import keras, tf
+from litert_reference import run_on_float_samples, snr_db, xnnpack_loads
 
 from edge_attn.convert import convert_model, inspect_tflite, load_recipe
 from edge_attn.convert.precision import precision_report
@@ -167,44 +167,121 @@ def test_shipped_recipes_document_the_rules():
         assert recipe.precision == ()  # the examples are commented out
 
 
-@pytest.mark.xfail(strict=True, reason="measured 2026-12-03: QAT leaves the float layer's weights without fake-quant "
-                   "(asserted before the conversion), but the conversion still makes its CONV_2D int8: TF's "
-                   "mlir_quantize does not honour denylisted_nodes for an op between fake-quant ranges")
-def test_qat_puts_no_fake_quant_on_float_layers_and_converts_them_in_float(setup):
-    """Under QAT a float rule means: no fake-quant on the layer's weights (its output is fake-quantized only
-    where an int8 layer reads it, as the deployed QUANTIZE at the island's border does) and the converter
-    keeps its op in float; the rest keeps its QAT (fake-quant) ranges and is int8. The rule is on ``tail``
-    (Conv2D → pooling), whose weights are fake-quantized without the rule (asserted)."""
+def _qat_conversion(setup, match):
     from edge_attn.convert.precision import float_rule_layers
     from edge_attn.qat import calibrate_ranges, quantize_aware
 
     model, x, samples, _, _ = setup
-    table = TABLE | {"qat": True, "precision": [{"match": "^tail$", "precision": "float"}]}
-    recipe = parse_recipe(table, "qat.toml")
+    recipe = parse_recipe(TABLE | {"qat": True, "precision": [{"match": match, "precision": "float"}]}, "qat.toml")
+    qat = quantize_aware(model, keep_float=float_rule_layers(recipe))
+    calibrate_ranges(qat.model, qat.float_model, x)
+    return qat, recipe, convert_model(qat.deployable(), recipe, samples, name="tiny-qat")
+
+
+def _run_preserving(tflite, sample):
+    """The builtin kernels, every tensor kept (inside an XNNPACK partition intermediate tensors are not written)."""
+    from ai_edge_litert.interpreter import OpResolverType
+
+    interpreter = Interpreter(model_content=tflite, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(interpreter.get_input_details()[0]["index"], sample)
+    interpreter.invoke()
+    return interpreter
+
+
+def _quantize_like(values, interpreter, index):
+    details = next(t for t in interpreter.get_tensor_details() if t["index"] == index)
+    scale, zero = details["quantization"]
+    return np.clip(np.round(values / scale) + zero, -128, 127).astype(np.int8)
+
+
+def test_qat_puts_no_fake_quant_on_float_layers_and_converts_them_in_float(setup):
+    """Under QAT a float rule means: no fake-quant on the layer's weights (its output is fake-quantized only
+    where an int8 layer reads it, as the deployed QUANTIZE at the island's border does) and its op computes in
+    float with the layer's own float weights; the rest keeps its QAT (fake-quant) ranges and is int8. The rule
+    is on ``tail`` (Conv2D → pooling), whose weights are fake-quantized without the rule (asserted). TF's
+    converter alone made that op int8 (its denylist is not honoured between fake-quant ranges):
+    :mod:`edge_attn.convert.float_islands` puts it back into float."""
+    from edge_attn.qat import quantize_aware
+
+    model, x, samples, _, _ = setup
 
     def weight_ranges(qat, name):
         layer = next(l for l in qat.model.layers if l.name in (name, f"quant_{name}"))
         return [w.name for w in layer.weights if "kernel_m" in w.name]
 
-    plain = quantize_aware(model)
-    qat = quantize_aware(model, keep_float=float_rule_layers(recipe))
-    assert weight_ranges(plain, "tail") and weight_ranges(qat, "head")  # fake-quant on both without the rule
+    qat, recipe, tflite = _qat_conversion(setup, "^tail$")
+    assert weight_ranges(quantize_aware(model), "tail") and weight_ranges(qat, "head")
     assert weight_ranges(qat, "tail") == []
-    calibrate_ranges(qat.model, qat.float_model, x)
-    tflite = convert_model(qat.deployable(), recipe, samples, name="tiny-qat")
     info = inspect_tflite(tflite)
     interpreter = Interpreter(model_content=tflite)
     dtype = {t["index"]: t["dtype"] for t in interpreter.get_tensor_details()}
     tail, body, head = (_ops_of_layer(info, name) for name in ("tail", "body", "head"))
-    assert dtype[tail[0].outputs[0]] == np.float32
+    assert dtype[tail[0].outputs[0]] == np.float32 and dtype[tail[0].inputs[1]] == np.float32
     assert dtype[body[0].outputs[0]] == np.int8 and dtype[head[0].outputs[0]] == np.int8
     assert not info.fully_int8
+    # the float op holds the layer's trained float kernel (OHWI), not int8 values
+    tail_layer = next(l for l in qat.deployable().layers if l.name in ("tail", "quant_tail"))
+    kernel = getattr(tail_layer, "layer", tail_layer).kernel.numpy().transpose(3, 0, 1, 2)
+    interpreter = _run_preserving(tflite, x[:1])
+    np.testing.assert_array_equal(interpreter.get_tensor(tail[0].inputs[1]), kernel)
+    # and computes the float convolution on what it is fed (the DEQUANTIZEd int8 body output). The reference is
+    # TF's conv2d with the Keras weights: calling the QAT layer would also fake-quantize its output (which the
+    # QUANTIZE after the float op does for the int8 MEAN that reads it)
+    fed = interpreter.get_tensor(tail[0].inputs[0])
+    inner = getattr(tail_layer, "layer", tail_layer)
+    exact = tf.nn.conv2d(fed, inner.kernel, 1, "SAME").numpy() + inner.bias.numpy()
+    np.testing.assert_allclose(interpreter.get_tensor(tail[0].outputs[0]), exact, rtol=1e-5, atol=1e-5)
+    (requantize,) = [op for op in info.ops if op.op == "QUANTIZE" and op.inputs == tail[0].outputs]
+    np.testing.assert_array_equal(interpreter.get_tensor(requantize.outputs[0]),
+                                  _quantize_like(exact, interpreter, requantize.outputs[0]))
+    assert xnnpack_loads(tflite)
     reference = model(x, training=False).numpy()
     assert snr_db(reference, run_on_float_samples(tflite, x)) > 25
     section = precision_report(qat.deployable(), recipe, tflite, samples, name="tiny-qat")
     assert [island["precision"] for island in section["islands"]] == ["float"]
     assert section["islands"][0]["layers"][0] == "tail"
     assert section["cost"]["bytes_added"] > 0
+
+
+def test_qat_float_island_of_two_convs_has_no_int8_round_trip_inside(setup):
+    """``body`` and ``tail`` float: one island from a DEQUANTIZE after ``stem`` to a QUANTIZE before the int8
+    pooling; ``tail`` reads ``body``'s float output itself (no QUANTIZE/DEQUANTIZE between them)."""
+    qat, recipe, tflite = _qat_conversion(setup, "^(body|tail)$")
+    info = inspect_tflite(tflite)
+    body, tail = _ops_of_layer(info, "body"), _ops_of_layer(info, "tail")
+    assert tail[0].inputs[0] == body[0].outputs[0] and info.tensors[body[0].outputs[0]].dtype == "float32"
+    ops = [op.op for op in info.ops]
+    assert ops.count("QUANTIZE") == 2 and ops.count("DEQUANTIZE") == 2, ops  # + the graph input's and output's
+    section = precision_report(qat.deployable(), recipe, tflite, setup[2], name="tiny-qat")
+    assert len(section["islands"]) == 1 and set(section["islands"][0]["layers"]) >= {"body", "tail"}
+
+
+def test_float_pass_on_the_output_op_writes_the_float_output_itself(setup):
+    """:func:`compute_in_float` straight on a post-training int8 model, on its last op (the head, whose int8
+    output was only DEQUANTIZEd for the float32 output): the head computes the float output directly and
+    equals the Dense on its float input."""
+    from edge_attn.convert.float_islands import compute_in_float
+
+    model, x, samples, _, _ = setup
+    float_io = parse_recipe({k: v for k, v in TABLE.items() if k != "precision"}, "float-io.toml")
+    tflite = convert_model(model, float_io, samples, name="tiny")
+    info = inspect_tflite(tflite)
+    (head,) = [op for op in info.ops if op.op == "FULLY_CONNECTED"]
+    floated, done = compute_in_float(tflite, [info.tensors[head.outputs[0]].name])
+    assert [d["op"] for d in done] == ["FULLY_CONNECTED"] and done[0]["weights"] == "int8 grid"
+    after = inspect_tflite(floated)
+    assert [op.op for op in after.ops].count("DEQUANTIZE") == 1 and after.ops[-1].op == "FULLY_CONNECTED"
+    interpreter = _run_preserving(floated, x[:1])
+    fc = after.ops[-1]
+    fed, weights = (interpreter.get_tensor(t) for t in fc.inputs[:2])
+    bias = interpreter.get_tensor(fc.inputs[2]) if len(fc.inputs) > 2 and fc.inputs[2] >= 0 else 0.0
+    np.testing.assert_allclose(interpreter.get_tensor(after.outputs[0].index), fed @ weights.T + bias, rtol=1e-5,
+                               atol=1e-6)
+    reference = model(x, training=False).numpy()
+    assert snr_db(reference, run_on_float_samples(floated, x)) >= snr_db(reference, run_on_float_samples(tflite, x))
+    assert xnnpack_loads(floated)
 
 
 def test_qat_refuses_int16_rules():

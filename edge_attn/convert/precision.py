@@ -31,6 +31,7 @@ conversion without rules, and each delegate's partitions and delegated ops again
 import re
 
 from edge_attn.convert.float_gate import refuse_float_ops
+from edge_attn.convert.float_islands import compute_in_float
 from edge_attn.convert.recipe import PRECISIONS, PrecisionRule, parse_precision_rules  # noqa: F401 (re-exported)
 from edge_attn.convert.tracing import is_quantize_aware, new_converter, trace
 from edge_attn.errors import BadInput
@@ -170,6 +171,9 @@ def convert_qat_with_float_layers(function, model, recipe, samples, what, *, rul
     ``keep_float``), but TF's converter would still calibrate them into int8 from the samples. So, as
     ``tf.lite.experimental.QuantizationDebugger`` does, the converter stops after calibration and TF's MLIR
     quantizer runs with those ops' output tensors denylisted; the fake-quant ranges are kept for the rest.
+    Between fake-quant ranges the quantizer makes the denylisted ops int8 all the same (TF 2.21), so
+    :func:`~edge_attn.convert.float_islands.compute_in_float` then puts them into float, with the Keras
+    layers' float weights where those are what was quantized.
     Only ``float`` and ``int8`` rules apply (the recipe parser refuses ``int16x8`` ones under QAT).
     """
     from edge_attn import _compat
@@ -191,6 +195,8 @@ def convert_qat_with_float_layers(function, model, recipe, samples, what, *, rul
         denylist = [info.tensors[t].name for a in assigned if a["precision"] == "float"
                     for t in info.ops[a["index"]].outputs]
         data = bytes(_compat.mlir_quantize(calibrated, denylist))
+        # The MLIR quantizer leaves the denylisted ops int8 between fake-quant ranges: put them into float here.
+        data, _ = compute_in_float(data, denylist, _keras_float_weights(model, info, assigned))
     except BadInput:
         raise
     except Exception as e:
@@ -202,6 +208,44 @@ def convert_qat_with_float_layers(function, model, recipe, samples, what, *, rul
             or any(result.tensors[t].name in denied for t in op.outputs)} if denied else set()
     refuse_float_ops(data, recipe, what, "no int8 kernel or no quantization range; ", skip=skip)
     return data
+
+
+def _tflite_layout(layer, op):
+    """``{input position: array}``: ``layer``'s float kernel (and bias) laid out as TFLite ``op`` holds them."""
+    from edge_attn._keras import keras
+
+    kernel = layer.kernel.numpy()
+    if op == "FULLY_CONNECTED":
+        kernel = kernel.T
+    elif op == "DEPTHWISE_CONV_2D" and kernel.ndim == 4:
+        kernel = kernel.reshape(*kernel.shape[:2], -1)[None]
+    elif op == "CONV_2D" and isinstance(layer, keras.layers.Conv1D):
+        kernel = kernel.transpose(2, 0, 1)[:, None]
+    elif op == "CONV_2D" and kernel.ndim == 4:
+        kernel = kernel.transpose(3, 0, 1, 2)
+    else:
+        return {}
+    bias = getattr(layer, "bias", None) if getattr(layer, "use_bias", False) else None
+    return {1: kernel, **({2: bias.numpy()} if bias is not None else {})}
+
+
+def _keras_float_weights(model, info, assigned):
+    """For the float ops of a quantize-aware conversion: the Keras layer's own float weights, by the op's output
+    name (:func:`edge_attn.convert.float_islands.compute_in_float` takes them where they are what was quantized;
+    a BatchNormalization folded into the op, for one, makes them differ and the int8 values are used)."""
+    from edge_attn._compat import unwrapped_name
+
+    by_name = {unwrapped_name(layer.name): getattr(layer, "layer", layer)  # a QuantizeWrapper holds the layer
+               for layer in model.layers}
+    weights = {}
+    for entry in assigned:
+        if entry["precision"] != "float":
+            continue
+        op = info.ops[entry["index"]]
+        layer = next((by_name[n] for n in entry["layers"] if getattr(by_name.get(n), "kernel", None) is not None), None)
+        if layer is not None:
+            weights[info.tensors[op.outputs[0]].name] = _tflite_layout(layer, entry["op"])
+    return weights
 
 
 def _aeq_entry(regex, precision):

@@ -33,7 +33,8 @@ import dataclasses
 
 import numpy as np
 
-from edge_attn.convert.flatbuffer_pass import builtin as _builtin, read, rewrite_subgraphs
+from edge_attn.convert.flatbuffer_pass import builtin as _builtin
+from edge_attn.convert.flatbuffer_pass import constant_data, new_constant, new_tensor, opcode_index, read, rewrite_subgraphs
 from edge_attn.convert.flatbuffer_pass import tensor_name as _name
 from edge_attn.convert.inspect import schema
 
@@ -49,8 +50,6 @@ MIN_KERNEL_WIDTH = 2
 ROW_CONV_SCOPE = "edge_attn_row_conv"
 
 _WEIGHT_DTYPES = {schema.TensorType.INT8: np.int8, schema.TensorType.FLOAT32: np.float32}
-_BIAS_DTYPES = {schema.TensorType.INT32: np.int32, schema.TensorType.INT64: np.int64,
-                schema.TensorType.FLOAT32: np.float32}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -87,17 +86,6 @@ def lowered_convs(tflite_bytes):
     return found
 
 
-def _constant(model, tensor):
-    """The tensor's data as a numpy array shaped like the tensor, or None for a non-constant tensor."""
-    buffer = model.buffers[tensor.buffer] if tensor.buffer else None
-    if buffer is None or buffer.data is None or len(buffer.data) == 0:
-        return None
-    dtype = _WEIGHT_DTYPES.get(tensor.type) or _BIAS_DTYPES.get(tensor.type)
-    if dtype is None:
-        return None
-    return np.frombuffer(np.asarray(buffer.data, np.uint8).tobytes(), dtype).reshape(tuple(tensor.shape))
-
-
 def _static_shape(tensor):
     shape = tuple(int(d) for d in (tensor.shape if tensor.shape is not None else ()))
     signature = tensor.shapeSignature
@@ -125,8 +113,8 @@ def _plan(model, graph, op):
     x, w = graph.tensors[op.inputs[0]], graph.tensors[op.inputs[1]]
     b = graph.tensors[op.inputs[2]] if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
     out = graph.tensors[op.outputs[0]]
-    weights = _constant(model, w) if w.type in _WEIGHT_DTYPES else None
-    bias = _constant(model, b) if b is not None else None
+    weights = constant_data(model, w) if w.type in _WEIGHT_DTYPES else None
+    bias = constant_data(model, b) if b is not None else None
     if weights is None or (b is not None and bias is None) or weights.ndim != 4:
         return None
     if w.type == schema.TensorType.FLOAT32 and x.type != schema.TensorType.FLOAT32:
@@ -185,7 +173,7 @@ def _lower_subgraph(model, graph):
     plans = [(index, plan) for index, plan in plans if plan is not None]
     if not plans:
         return []
-    reshape_code = _opcode(model, schema.BuiltinOperator.RESHAPE)
+    reshape_code = opcode_index(model, schema.BuiltinOperator.RESHAPE)
     replaced, lowered = {}, []
     for index, (x, w, b, out, weights, bias, options, in_shape, out_shape) in plans:
         op = graph.operators[index]
@@ -201,10 +189,10 @@ def _lower_subgraph(model, graph):
         named = _name(out).split(";")[0] + "/" + ROW_CONV_SCOPE
         rows_in = _new_like(graph, x, f"{named}/rows_in", [n, in_shape[1], 1, width * cin])
         rows_out = _new_like(graph, out, f"{named}/rows_out", [n, out_height, 1, out_width * cout])
-        inputs = [rows_in, _new_constant(model, graph, f"{named}/band", band, w.type,
+        inputs = [rows_in, new_constant(model, graph, f"{named}/band", band, w.type,
                                          _tiled_quantization(w.quantization, cout, out_width))]
         if b is not None:
-            inputs.append(_new_constant(model, graph, f"{named}/bias", np.tile(bias, out_width), b.type,
+            inputs.append(new_constant(model, graph, f"{named}/bias", np.tile(bias, out_width), b.type,
                                         _tiled_quantization(b.quantization, cout, out_width)))
 
         conv = schema.OperatorT()
@@ -224,39 +212,14 @@ def _lower_subgraph(model, graph):
     return lowered
 
 
-def _opcode(model, builtin):
-    for index, code in enumerate(model.operatorCodes):
-        if max(code.builtinCode, code.deprecatedBuiltinCode) == builtin:
-            return index
-    code = schema.OperatorCodeT()
-    code.builtinCode, code.deprecatedBuiltinCode, code.version = builtin, min(builtin, 127), 1
-    model.operatorCodes.append(code)
-    return len(model.operatorCodes) - 1
-
-
-def _new_tensor(graph, name, shape, dtype, quantization, buffer=0):
-    tensor = schema.TensorT()
-    tensor.name, tensor.shape, tensor.type = name, np.asarray(shape, np.int32), dtype
-    tensor.quantization, tensor.buffer = quantization, buffer
-    graph.tensors.append(tensor)
-    return len(graph.tensors) - 1
-
-
 def _new_like(graph, like, name, shape):
     """A new activation tensor with ``like``'s type and quantization (a reshape keeps both)."""
-    return _new_tensor(graph, name, shape, like.type, like.quantization)
-
-
-def _new_constant(model, graph, name, data, dtype, quantization):
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(np.ascontiguousarray(data).tobytes(), np.uint8)
-    model.buffers.append(buffer)
-    return _new_tensor(graph, name, data.shape, dtype, quantization, len(model.buffers) - 1)
+    return new_tensor(graph, name, shape, like.type, like.quantization)
 
 
 def _reshape(model, graph, reshape_code, source, target, shape_name):
     shape = np.asarray(graph.tensors[target].shape, np.int32)
-    shape_tensor = _new_constant(model, graph, shape_name, shape, schema.TensorType.INT32, None)
+    shape_tensor = new_constant(model, graph, shape_name, shape, schema.TensorType.INT32, None)
     op = schema.OperatorT()
     op.opcodeIndex, op.inputs, op.outputs = reshape_code, [source, shape_tensor], [target]
     op.builtinOptionsType = schema.BuiltinOptions.ReshapeOptions
