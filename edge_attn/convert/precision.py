@@ -267,6 +267,25 @@ def _aeq_entry(regex, precision):
     }
 
 
+def _calibrate_min_max(float_tflite, entries, calibration):
+    """Each tensor's range over all calibration samples, as TF's converter calibrates.
+
+    ``Quantizer.calibrate`` merges the samples' ranges by a moving average (``qsv_utils.moving_average_update``,
+    smoothing 0.95 per sample): the ranges end near the last samples' own, narrower than the data. Measured on
+    ``se_resnet20`` trained on digits-glare (16×16), every layer int16x8: 19.1 dB against the float model,
+    with 8% of one SE layer's held-out values clipped, where TF's own int16x8 conversion (global min/max) gives
+    41 dB. Its ``Calibrator`` takes the update function: ``min_max_update`` keeps the extremes."""
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    manager = recipe_manager.RecipeManager()
+    manager.load_quantization_recipe(entries)
+    calibration_run = calibrator.Calibrator(bytes(float_tflite), num_threads=1,
+                                            qsv_update_func=qsv_utils.min_max_update)
+    calibration_run.calibrate(calibration, manager)
+    return calibration_run.get_model_qsvs()
+
+
 def _quantize(float_tflite, entries, samples, what):
     import contextlib
     import io
@@ -287,7 +306,7 @@ def _quantize(float_tflite, entries, samples, what):
         # its progress report (stdout) and calibration progress bar (tqdm, stderr): the CLI prints its own lines
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             qt = quantizer.Quantizer(bytearray(float_tflite), entries)
-            result = qt.quantize(qt.calibrate(calibration, num_threads=1), enable_progress_report=False)
+            result = qt.quantize(_calibrate_min_max(float_tflite, entries, calibration), enable_progress_report=False)
     except BadInput:
         raise
     except Exception as e:
