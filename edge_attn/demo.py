@@ -8,6 +8,11 @@ latency against the float TFLite model in the same run, and write the reports:
     OUT/<model>/model.tflite, reference.keras, report.json, report.html   (int8-qat; PTQ shown beside it)
     OUT/<model>/int8-ptq/model.tflite, report.json, report.html
 
+With ``auto_precision`` (``--auto-precision``) it also shows the precision fix loop where plain int8 visibly
+loses: ``se_resnet20`` on ``digits-glare`` (digits with a constant highlight whose range crowds the strokes),
+``int8-ptq`` with ``--auto-precision --min-snr-db 25``, written to ``OUT/se_resnet20-digits-glare/`` with the
+recipe the search wrote (``recipe.toml``).
+
 Everything is written at the end in one staged step: an interrupted or failed demo leaves OUT as it was.
 """
 
@@ -19,6 +24,8 @@ from edge_attn.pipeline import build_report, check, float_tflite, prepare_refere
 
 DATA = "digits"
 RECIPES = ("int8-qat", "int8-ptq")
+# The precision fix loop: a model, a built-in task where plain int8 loses, and the budget it misses.
+FIX_LOOP = {"model": "se_resnet20", "data": "digits-glare", "recipe": "int8-ptq", "budget": {"min_snr_db": 25.0}}
 
 
 def _row(model, report):
@@ -42,7 +49,7 @@ def _print_table(rows):
 
 
 def run_demo(out, *, models="se_resnet20,cbam_resnet20", float_epochs=None, epochs=None, json_output=False,
-             progress=True, threads=2, runs=50):
+             progress=True, threads=2, runs=50, auto_precision=False):
     """Run the demo into ``out``; return the exit code (0)."""
     from edge_attn.pipeline import DEFAULT_FLOAT_EPOCHS
 
@@ -72,16 +79,51 @@ def run_demo(out, *, models="se_resnet20,cbam_resnet20", float_epochs=None, epoc
             to_write.append((folder, reference, quantized, reports[recipe_name], recipe_name == RECIPES[0]))
             rows.append(_row(name, reports[recipe_name]))
         html_paths.append(os.path.abspath(os.path.join(out, name, "report.html")))
+    fixed = None
     with staged_outputs(out) as staging:
         for folder, reference, quantized, report, save_reference in to_write:
             os.makedirs(os.path.join(staging, folder), exist_ok=True)
             write_run(os.path.join(staging, folder), reference, quantized, report, save_reference=save_reference)
+        if auto_precision:  # inside the staging folder: an interrupted loop leaves OUT as it was too
+            fixed = _fix_loop(staging, float_epochs, progress, threads, runs)
+    fix_folder = os.path.join(os.path.abspath(out), _fix_loop_folder())
     if json_output:
-        print(json.dumps({"rows": rows, "reports": html_paths}, indent=2))
+        result = {"rows": rows, "reports": html_paths}
+        if fixed is not None:
+            result["auto_precision"] = {"folder": fix_folder, **fixed["auto_precision"]}
+        print(json.dumps(result, indent=2))
     else:
         print()
         _print_table(rows)
         print()
         for path in html_paths:
             print(f"report: {path}")
+        if fixed is not None:
+            _print_fix_loop(fixed, fix_folder)
     return 0
+
+
+def _fix_loop_folder():
+    return f"{FIX_LOOP['model']}-{FIX_LOOP['data']}"
+
+
+def _fix_loop(staging, float_epochs, progress, threads, runs):
+    """``convert FIX_LOOP --auto-precision`` into ``staging``; its report."""
+    from edge_attn.pipeline import run_convert
+
+    return run_convert(FIX_LOOP["model"], FIX_LOOP["recipe"], FIX_LOOP["data"],
+                       os.path.join(staging, _fix_loop_folder()), float_epochs=float_epochs, threads=threads,
+                       runs=runs, progress=progress, budget=FIX_LOOP["budget"], auto_precision=True)
+
+
+def _print_fix_loop(report, folder):
+    from edge_attn.convert.auto_precision import summary_lines
+
+    accuracy = report["accuracy"]
+    print()
+    print(f"precision fix loop: {FIX_LOOP['model']} on {FIX_LOOP['data']}, {FIX_LOOP['recipe']} "
+          f"--auto-precision --min-snr-db {FIX_LOOP['budget']['min_snr_db']:g}")
+    for line in summary_lines(report["auto_precision"], folder):
+        print(line)
+    print(f"result: output SNR {accuracy['output_snr_db']:.1f} dB, agreement {accuracy['top1_agreement']:.4f}")
+    print(f"report: {os.path.join(folder, 'report.html')}")

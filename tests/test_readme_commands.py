@@ -120,6 +120,29 @@ def test_demo_with_small_settings(tmp_path, capsys):
         assert [c["recipe"] for c in json.load(f)["comparisons"]] == ["int8-ptq"]
 
 
+def test_demo_auto_precision_step_is_written_inside_the_demo_and_reported(tmp_path, capsys, monkeypatch):
+    """``edge-attn demo --auto-precision``: the fix loop's run lands in OUT/se_resnet20-digits-glare/ and in
+    the demo's output. The search itself is measured in tests/test_hard_case.py (minutes); here the budget is
+    one plain int8 meets, so the step runs its whole path but raises nothing."""
+    from edge_attn import demo
+
+    monkeypatch.setitem(demo.FIX_LOOP, "budget", {"min_snr_db": 0.0, "min_agreement": 0.0, "max_drop": 100.0})
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--models", "se_resnet20", "--float-epochs", "1", "--epochs", "0",
+                 "--no-progress", "--auto-precision", "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    folder = out / "se_resnet20-digits-glare"
+    assert printed["auto_precision"]["folder"] == str(folder) and printed["auto_precision"]["needed"] is False
+    with open(folder / "report.json") as f:
+        report = json.load(f)
+    assert "digits-glare" in report["data"]["source"] and report["auto_precision"]["needed"] is False
+    assert not list(tmp_path.glob("**/*.staging-*"))
+    demo._print_fix_loop(report, str(folder))  # what the terminal (no --json) shows after the demo's table
+    text = capsys.readouterr().out
+    assert "precision fix loop: se_resnet20 on digits-glare" in text and "plain int8 meets the budget" in text
+    assert f"report: {folder / 'report.html'}" in text
+
+
 def test_readme_python_api_snippet_runs_as_written(tmp_path):
     with open(os.path.join(REPO, "README.md")) as f:
         readme = f.read()

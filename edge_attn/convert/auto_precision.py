@@ -244,6 +244,28 @@ def missed_in_shrink(trial):
     return trial.get("search") == "shrink" and not trial["met"]
 
 
+def summary_lines(searched, out):
+    """The terminal lines for a search result (``report.json``'s ``auto_precision``): what was tried and the
+    recipe written in ``out``; none without a search."""
+    import os
+
+    if not searched:
+        return []
+    if not searched["needed"]:
+        return ["auto-precision: plain int8 meets the budget; nothing raised"]
+    lines = ["auto-precision (layers raised worst local error first):", format_table(searched)]
+    if searched["chosen"] is None:
+        lines.append(f"auto-precision: no candidate met the budget; kept the plain int8 model (budget: "
+                     f"{searched['budget']})")
+        return lines
+    chosen = searched["chosen"]
+    if chosen["layers"]:
+        lines.append(f"auto-precision: {len(chosen['layers'])} layer(s) raised to {chosen['precision']}"
+                     + ("; lowering any one of them back to int8 misses the budget" if chosen.get("minimal") else ""))
+    lines.append(f"recipe: {os.path.join(os.path.abspath(out), 'recipe.toml')} (pass it as --recipe to repeat this)")
+    return lines
+
+
 def format_table(result):
     """The terminal table of ``result`` (:meth:`AutoPrecision.to_dict`, as in report.json): each candidate tried,
     what it gained against the baseline and what it cost in size."""
