@@ -9,16 +9,16 @@ chosen op that feeds it directly), its constant operands become float32 (``weigh
 layer's own float weights where they are what the converter quantized, else the int8 values dequantized),
 and it writes a float tensor; a QUANTIZE back to the original int8 tensor (same scale) follows wherever a
 non-float op or the graph output reads it (where the int8 tensor was only dequantized, for a float32 model
-output, the op writes that DEQUANTIZE's float tensor itself and the DEQUANTIZE goes). The float tensor takes the op's output name, so name-based
-matching (per-layer error, precision islands) attributes it to the same layers; the int8 tensor the
-QUANTIZE writes is renamed ``<name>/int8``.
+output, the op writes that DEQUANTIZE's float tensor itself and the DEQUANTIZE goes). The float tensor takes
+the op's output name, so name-based matching (per-layer error, precision islands) attributes it to the same
+layers; the int8 tensor the QUANTIZE writes is renamed ``<name>/int8``.
 """
 
 import numpy as np
 
 from edge_attn.convert.flatbuffer_pass import builtin, constant_data, new_constant, new_tensor, opcode_index
 from edge_attn.convert.flatbuffer_pass import rewrite_subgraphs, tensor_name
-from edge_attn.convert.inspect import schema
+from edge_attn.convert.inspect import builtin_name, schema
 
 _TYPES = schema.TensorType
 _QUANTIZED = frozenset({_TYPES.INT8, _TYPES.UINT8, _TYPES.INT16})
@@ -139,11 +139,6 @@ def _rewrite_subgraph(model, graph, names, overrides):
         op.inputs, op.outputs = inputs, outputs
         rewritten.append(op)
         rewritten += [_border_op(quantize, as_float[t], t) for t in requantize]
-        done.append({"tensor": out_name, "op": schema_name(builtin(model, op)), "weights": used})
+        done.append({"tensor": out_name, "op": builtin_name(builtin(model, op)), "weights": used})
     graph.operators = rewritten
     return done
-
-
-def schema_name(code):
-    """``CONV_2D`` for the builtin code of CONV_2D."""
-    return next(name for name, value in vars(schema.BuiltinOperator).items() if value == code)

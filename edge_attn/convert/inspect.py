@@ -249,6 +249,11 @@ def _op_name(opcode):
     code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)
     if code == schema.BuiltinOperator.CUSTOM:
         return f"CUSTOM:{(opcode.customCode or b'').decode('utf-8', 'replace')}"
+    return builtin_name(code)
+
+
+def builtin_name(code):
+    """``CONV_2D`` for the builtin code of CONV_2D."""
     return _OP_NAMES.get(code, f"BUILTIN_{code}")
 
 
