@@ -124,6 +124,10 @@ def test_cli_writes_the_recipe_and_reports_the_trials(case, tmp_path):
     page = (out / "report.html").read_text()
     assert 'id="auto-precision"' in page and ", ".join(searched["chosen"]["layers"]) in page
     assert "int16 activations" in page and "float ops ?" not in page  # why it is not fully int8
+    section = page[page.index('id="precision"'):page.index("</section>", page.index('id="precision"'))]
+    for island in report["precision"]["islands"]:  # each island, named by its first layer, and why it is there
+        assert island["layers"][0] in section and island["why"] in section
+    assert f"{report['precision']['cost']['bytes_added']:+,} bytes" in section
 
 
 def test_a_qat_recipe_is_refused_in_one_line_before_any_training(tmp_path):

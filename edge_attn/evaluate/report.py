@@ -160,6 +160,8 @@ def render_html(report):
                            _number(r["snr_db"], " dB", 1), _number(r["p50"], " ms", 3))
                           for r in _recipe_rows(report)]),
                   "</section>"]
+    if report.get("precision"):
+        parts += _precision_section(report["precision"])
     searched = report.get("auto_precision")
     if searched and searched["needed"]:
         chosen = searched["chosen"]
@@ -190,6 +192,25 @@ def render_html(report):
               _table(["op", "count"], [(op, count) for op, count in counts.items()]), "</details>",
               "</section>", "</body></html>"]
     return "\n".join(parts) + "\n"
+
+
+def _precision_section(precision):
+    """Per-layer precision rules: each island (what, which layers, why) and what the islands cost."""
+    cost = precision["cost"]
+    rows = [(island["precision"], _raised_layers(island["layers"]), len(island["ops"]), island["why"])
+            for island in precision["islands"]]
+    delegates = [(d["delegate"], f"{d['delegated_ops']}/{d['op_count']}",
+                  f"{d['delegated_ops_without_rules']}/{d['op_count_without_rules']}",
+                  f"{d['partitions']} (without rules: {d['partitions_without_rules']})",
+                  "yes" if d["splits"] else "no") for d in cost["delegates"]]
+    return ['<section id="precision"><h2>Precision islands (per-layer rules)</h2>',
+            f"<p>{len(rows)} island(s) computing at another precision than {_esc(precision['base'])}; "
+            f"{precision['border_ops']} QUANTIZE/DEQUANTIZE ops at their borders and the model's float I/O; "
+            f"{cost['bytes_added']:+,} bytes against the same conversion without rules.</p>",
+            _table(["precision", "layers", "ops", "why"], rows),
+            _table(["delegate", "ops delegated", "without rules", "partitions", "splits the graph"], delegates),
+            *[f"<p>not honoured: {_esc(line)}</p>" for line in precision["not_honoured"]],
+            "</section>"]
 
 
 def _budget(report):
