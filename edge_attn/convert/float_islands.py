@@ -39,21 +39,27 @@ def compute_in_float(tflite_bytes, output_names, weights=None):
     return rewrite_subgraphs(tflite_bytes, rewrite)
 
 
-def _dequantized(data, quantization):
+def _scale_and_zero(data, quantization):
+    """The quantization's scale and zero point, shaped to broadcast over ``data`` (per-channel on its axis)."""
     scale = np.asarray(quantization.scale, np.float64)
     zero = np.asarray(quantization.zeroPoint if quantization.zeroPoint is not None else [0], np.float64)
     shape = [1] * data.ndim
     if scale.size > 1:
         shape[quantization.quantizedDimension or 0] = scale.size
-    return ((data.astype(np.float64) - zero.reshape(shape)) * scale.reshape(shape)).astype(np.float32)
+    return scale.reshape(shape), zero.reshape(shape)
+
+
+def _dequantized(data, quantization):
+    scale, zero = _scale_and_zero(data, quantization)
+    return ((data.astype(np.float64) - zero) * scale).astype(np.float32)
 
 
 def _rounds_to(candidate, data, quantization):
     """Whether quantizing ``candidate`` with ``quantization`` gives ``data`` back (within one step at ties)."""
     if candidate is None or tuple(candidate.shape) != tuple(data.shape):
         return False
-    step = _dequantized(np.ones_like(data), quantization) - _dequantized(np.zeros_like(data), quantization)
-    return bool(np.all(np.abs(candidate - _dequantized(data, quantization)) <= 0.501 * np.abs(step) + 1e-12))
+    scale, _ = _scale_and_zero(data, quantization)
+    return bool(np.all(np.abs(candidate - _dequantized(data, quantization)) <= 0.501 * np.abs(scale) + 1e-12))
 
 
 def _float_tensor(graph, like, name):
