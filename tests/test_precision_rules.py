@@ -291,6 +291,7 @@ def test_float_pass_on_the_output_op_writes_the_float_output_itself(setup):
     assert [d["op"] for d in done] == ["FULLY_CONNECTED"] and done[0]["weights"] == "int8 grid"
     after = inspect_tflite(floated)
     assert [op.op for op in after.ops].count("DEQUANTIZE") == 1 and after.ops[-1].op == "FULLY_CONNECTED"
+    assert done[0]["outputs"] == [after.outputs[0].name]  # what the QAT path exempts from the float-op gate
     interpreter = _run_preserving(floated, x[:1])
     fc = after.ops[-1]
     fed, weights = (interpreter.get_tensor(t) for t in fc.inputs[:2])

@@ -26,8 +26,9 @@ _BORDER = frozenset({schema.BuiltinOperator.QUANTIZE, schema.BuiltinOperator.DEQ
 
 
 def compute_in_float(tflite_bytes, output_names, weights=None):
-    """``(flatbuffer, [{"tensor", "op", "weights"}])``: the ops writing a tensor named in ``output_names``
-    computed in float. ``weights``: ``{output name: {input position: float32 array in TFLite layout}}`` to use
+    """``(flatbuffer, [{"tensor", "op", "weights", "outputs"}])``: the ops writing a tensor named in
+    ``output_names`` computed in float; ``outputs`` names the float tensors each now writes (a float32 graph
+    output's own name where the op writes it directly). ``weights``: ``{output name: {input position: float32 array in TFLite layout}}`` to use
     instead of dequantizing an int8 constant, each taken only if it rounds to the stored int8 values (else the
     dequantized values are used); the returned ``weights`` says ``"float"``, ``"int8 grid"`` or ``"none"``."""
     names = set(output_names)
@@ -145,6 +146,7 @@ def _rewrite_subgraph(model, graph, names, overrides):
         op.inputs, op.outputs = inputs, outputs
         rewritten.append(op)
         rewritten += [_border_op(quantize, as_float[t], t) for t in requantize]
-        done.append({"tensor": out_name, "op": builtin_name(builtin(model, op)), "weights": used})
+        done.append({"tensor": out_name, "op": builtin_name(builtin(model, op)), "weights": used,
+                     "outputs": [tensor_name(graph.tensors[t]) for t in outputs]})
     graph.operators = rewritten
     return done

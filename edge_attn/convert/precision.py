@@ -196,14 +196,16 @@ def convert_qat_with_float_layers(function, model, recipe, samples, what, *, rul
                     for t in info.ops[a["index"]].outputs]
         data = bytes(_compat.mlir_quantize(calibrated, denylist))
         # The MLIR quantizer leaves the denylisted ops int8 between fake-quant ranges: put them into float here.
-        data, _ = compute_in_float(data, denylist, _keras_float_weights(model, info, assigned))
+        data, floated = compute_in_float(data, denylist, _keras_float_weights(model, info, assigned))
     except BadInput:
         raise
     except Exception as e:
         raise BadInput(what, f"conversion with precision rules failed: {type(e).__name__}: "
                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
     result = inspect_tflite(data)
-    denied = set(denylist)
+    # the float ops asked for: denylisted by name, or written float by compute_in_float (under the graph
+    # output's name when it writes a float32 output directly)
+    denied = set(denylist) | {name for entry in floated for name in entry["outputs"]}
     skip = {op.index for op in result.ops if op.op in _BORDER_OPS
             or any(result.tensors[t].name in denied for t in op.outputs)} if denied else set()
     refuse_float_ops(data, recipe, what, "no int8 kernel or no quantization range; ", skip=skip)
