@@ -11,7 +11,9 @@ block BatchNormalization folding, MobileNetV3's hard activations) are rewritten 
 each call site gets its own quantization ranges, as TFLite gives each its own tensors. A ``Lambda``
 layer holds arbitrary Python and is only considered when the user trusts the model's code
 (:mod:`edge_attn.normalize.lambdas`). Last, a conv or Dense over a channel concatenation is split into one
-per concatenated input (:mod:`edge_attn.normalize.concat_split`), so that each input keeps its own int8 scale.
+per concatenated input (:mod:`edge_attn.normalize.concat_split`), so that each input keeps its own int8 scale,
+and a stand-alone BatchNormalization read only by a linear layer that never reads padding is folded into it
+(:mod:`edge_attn.normalize.affine_fold`), so that its output needs no int8 tensor of its own.
 """
 
 import inspect
@@ -21,6 +23,7 @@ from edge_attn import _compat
 from edge_attn._keras import keras
 from edge_attn.errors import BadInput
 from edge_attn.graph import rebuild
+from edge_attn.normalize.affine_fold import fold_affines_forward
 from edge_attn.normalize.concat_split import split_concatenated_inputs
 from edge_attn.normalize.elementwise import ConstantAffine
 from edge_attn.normalize.lambdas import recognise_lambda
@@ -124,7 +127,8 @@ def normalize(model, trust_model_code=False, strict=True):
         rebuilt = model  # nothing to change (zoo models): the model itself, not a copy
     rewrites = [{"from": source, "to": to, "layers": names} for (source, to), names in grouped.items()]
     rebuilt, split = split_concatenated_inputs(rebuilt)
-    return rebuilt, rewrites + ([split] if split else [])
+    rebuilt, folded = fold_affines_forward(rebuilt)
+    return rebuilt, rewrites + [extra for extra in (split, folded) if extra]
 
 
 def _fused(out, grouped, source, name):
