@@ -8,7 +8,7 @@ models, and the TFLite flatbuffer's tensor types read by the inspector.
 import numpy as np
 import pytest
 
-from edge_attn._keras import keras
+from edge_attn._keras import keras, tf
 from edge_attn.convert import convert_model, inspect_tflite, load_recipe
 from edge_attn.data import load_data
 from edge_attn.errors import BadInput
@@ -175,3 +175,54 @@ def test_zoo_model_converts_fully_int8(name):
     requantized = {out for op in info.ops if op.op == "QUANTIZE" for out in op.outputs}
     assert not [op.index for op in info.ops if op.op == "REDUCE_MAX" and requantized & set(op.inputs)]
     assert {t.dtype for t in info.tensors} <= {"int8", "int32"}
+
+
+def _avg_pool_model(rank, kind, padding):
+    """A linear conv whose outputs reach well beyond their 2x2 (or 2-tap) averages, then average pooling."""
+    conv, pool = (keras.layers.Conv2D, keras.layers.AveragePooling2D) if rank == 4 else (keras.layers.Conv1D,
+                                                                                      keras.layers.AveragePooling1D)
+    inputs = keras.Input((8, 8, 3) if rank == 4 else (16, 3))
+    x = conv(6, 3, padding="same", kernel_initializer=keras.initializers.RandomNormal(0, 1, seed=1))(inputs)
+    if kind == "layer":
+        x = pool(2, padding=padding)(x)
+    else:  # the raw op, as tutorials write it (normalize rewrites it to the layer)
+        x = tf.nn.avg_pool2d(x, ksize=2, strides=2, padding=padding.upper())
+    x = (keras.layers.GlobalAveragePooling2D if rank == 4 else keras.layers.GlobalAveragePooling1D)()(x)
+    return keras.Model(inputs, keras.layers.Dense(3)(x), name=f"avg_pool_{rank}_{kind}_{padding}")
+
+
+@pytest.mark.parametrize("rank,kind,padding", [(4, "layer", "valid"), (4, "layer", "same"), (4, "tf_nn", "valid"),
+                                               (3, "layer", "valid"), (3, "layer", "same")])
+def test_average_pooling_keeps_its_input_range_so_nothing_clips_before_it(rank, kind, padding):
+    """Found by the random-model generator (seed 82, 16.5 dB): TFLite's int8 AVERAGE_POOL_2D needs equal input
+    and output scales. With a fake-quant range of its own (narrower: an average spans less than its inputs)
+    the converter put a QUANTIZE in front of it into that narrower range, clipping every conv output beyond it
+    (the pool's local SNR 19 dB). An average lies inside its inputs' range, so the pool keeps its input's
+    range, as max pooling does. Reference: numpy's average of the int8 model's own dequantized pool input."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from edge_attn.normalize import normalize
+
+    model, _ = normalize(_avg_pool_model(rank, kind, padding))
+    samples = np.random.default_rng(4).normal(size=(32, *model.input_shape[1:])).astype("float32")
+    tflite = _int8_qat_tflite(model, samples)
+    info = inspect_tflite(tflite)
+    assert info.fully_int8
+    assert "QUANTIZE" not in [op.op for op in info.ops[1:]], [op.op for op in info.ops]
+    interpreter = Interpreter(model_content=tflite, experimental_preserve_all_tensors=True,
+                              experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interpreter.allocate_tensors()
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+    (pool,) = [op for op in interpreter._get_ops_details() if op["op_name"] == "AVERAGE_POOL_2D"]
+    (source, pooled) = (tensors[pool["inputs"][0]], tensors[pool["outputs"][0]])
+    assert source["quantization"] == pooled["quantization"]
+    scale, zero = source["quantization"]
+    inp = interpreter.get_input_details()[0]
+    for sample in samples[:4]:
+        in_scale, in_zero = inp["quantization"]
+        interpreter.set_tensor(inp["index"], np.clip(np.round(sample[None] / in_scale + in_zero), -128, 127).astype("int8"))
+        interpreter.invoke()
+        before = (interpreter.get_tensor(source["index"]).astype(np.float64) - zero) * scale
+        after = (interpreter.get_tensor(pooled["index"]).astype(np.float64) - zero) * scale
+        window = (2, 2) if rank == 4 else (2, 1)  # TFLite runs a 1D pool over (N, L, 1, C)
+        want = tf.nn.avg_pool2d(before, window, window, padding.upper()).numpy()
+        np.testing.assert_allclose(after, want, atol=scale * 0.51)

@@ -4,7 +4,8 @@ tfmot (tensorflow-model-optimization 0.8) has no config for ``Multiply`` (the at
 edge_attn's channel pooling layers (CBAM's spatial branch) or for ``Conv1D``/``MaxPooling1D`` (1D
 ResNets; max pooling keeps its input's range, as tfmot does for MaxPooling2D, and so does CBAM's channel
 max: TFLite's int8 REDUCE_MAX needs equal input and output scales, and a range of its own made the
-converter insert a requantizing QUANTIZE over the whole feature map in every CBAM block), and it only
+converter insert a requantizing QUANTIZE over the whole feature map in every CBAM block; average pooling
+likewise), and it only
 handles ``BatchNormalization`` where it directly follows a Conv2D/Dense. These configs follow the
 TFLite int8 scheme (https://www.tensorflow.org/lite/performance/quantization_spec): activations
 8-bit asymmetric per tensor, weights 8-bit symmetric.
@@ -83,6 +84,12 @@ EDGE_ATTN_CONFIGS = {
     keras.layers.BatchNormalization: OutputQuantizeConfig,
     keras.layers.Conv1D: ConvWeightsQuantizeConfig,
     keras.layers.MaxPooling1D: NoOpQuantizeConfig,
+    # AVERAGE_POOL_2D int8 needs equal input and output scales. tfmot gives the pool an output range of its own
+    # (narrower: an average spans less than its inputs), and the converter then requantized around it -- in 1D
+    # in FRONT of the pool, clipping every input beyond that range (random-model seed 82: the pool's local SNR
+    # 19 dB). An average lies inside its inputs' range: it keeps theirs.
+    keras.layers.AveragePooling1D: NoOpQuantizeConfig,
+    keras.layers.AveragePooling2D: NoOpQuantizeConfig,
     ChannelPad: NoOpQuantizeConfig,  # zero padding keeps its input's range, like tfmot's ZeroPadding2D
     ConstantAffine: OutputQuantizeConfig,  # x * c + d: int8 MUL/ADD with a constant operand
     HardSigmoid: OutputQuantizeConfig,
