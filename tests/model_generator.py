@@ -423,3 +423,16 @@ def train_briefly(model, x, y, epochs=20, seed=0):
     logits = "output_logits" in model.generated_kinds
     model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=logits))
     model.fit(x, y, epochs=epochs, batch_size=12, shuffle=True, verbose=0)
+
+
+def randomize_weights(model, rng, keep=()):
+    """Normal(0, 0.5) weights for every layer of ``model`` but those named in ``keep``."""
+    for layer in model.layers:
+        weights = layer.get_weights()
+        if weights and layer.name not in keep:
+            layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in weights])
+
+
+def normal_samples(model, n=16, seed=1):
+    """``n`` standard-normal float32 samples shaped for ``model``'s input."""
+    return np.random.default_rng(seed).normal(size=(n, *model.input_shape[1:])).astype("float32")

@@ -19,6 +19,7 @@ from edge_attn._keras import keras, tf
 from edge_attn.convert import convert_model, load_recipe
 from edge_attn.normalize import normalize
 from litert_reference import run_on_float_samples, snr_db
+from model_generator import normal_samples, randomize_weights
 
 L = keras.layers
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "swish", "tanh"]
@@ -107,20 +108,8 @@ def generated_model(seed):
     if y.shape.rank > 2:
         y = L.Flatten()(y)
     model = keras.Model(inputs, L.Dense(3)(y), name=f"affine_fold_{seed}")
-    _randomize(model, rng)
+    randomize_weights(model, rng, keep=("affine",))
     return model
-
-
-def _randomize(model, rng):
-    """Random weights everywhere but in the affine (its statistics were set above)."""
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if weights and layer.name != "affine":
-            layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in weights])
-
-
-def _samples(model, n=16, seed=1):
-    return np.random.default_rng(seed).normal(size=(n, *model.input_shape[1:])).astype("float32")
 
 
 def _folds(rewrites):
@@ -134,7 +123,7 @@ SEEDS = range(18)
 def test_generated_affine_is_folded_into_its_reader_float_identically(seed):
     model = generated_model(seed)
     normalized, rewrites = normalize(model)
-    x = _samples(model)
+    x = normal_samples(model)
     np.testing.assert_allclose(normalized(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
     assert "affine" not in [layer.name for layer in normalized.layers], [layer.name for layer in normalized.layers]
     (fold,) = _folds(rewrites)
@@ -162,7 +151,7 @@ def _kept_model(case):
         z = L.Conv2D(4, 1)(y)
     outputs = [L.Dense(3)(L.Flatten()(z))] + ([y] if case == "model-output" else [])
     model = keras.Model(inputs, outputs, name="kept")
-    _randomize(model, np.random.default_rng(3))
+    randomize_weights(model, np.random.default_rng(3), keep=("affine",))
     return model
 
 
@@ -172,7 +161,7 @@ def test_affines_that_cannot_be_folded_exactly_are_kept(case):
     normalized, rewrites = normalize(model)
     assert not _folds(rewrites), rewrites
     assert "affine" in [layer.name for layer in normalized.layers]
-    x = _samples(model, n=4)
+    x = normal_samples(model, n=4)
     for got, want in zip(tf.nest.flatten(normalized(x)), tf.nest.flatten(model(x))):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-5, atol=1e-5)
 
@@ -197,7 +186,7 @@ def test_folded_bn_has_no_int8_tensor_of_its_own_and_a_better_int8_output(monkey
     reader = L.Conv2D(6, 1, name="reader")
     y = reader(y)
     model = keras.Model(inputs, L.Dense(3)(L.GlobalAveragePooling2D()(y)), name="bn_after_swish")
-    _randomize(model, rng)
+    randomize_weights(model, rng, keep=("affine",))
     kernel, bias = reader.get_weights()
     # a reader that leans on the small channels as much as on the large ones (as training would make it)
     reader.set_weights([kernel / bn.get_weights()[0][:, None], bias])
@@ -206,8 +195,8 @@ def test_folded_bn_has_no_int8_tensor_of_its_own_and_a_better_int8_output(monkey
     monkeypatch.setattr("edge_attn.normalize.rewrite.fold_affines_forward", lambda model: (model, None))
     without_fold, rewrites = normalize(model)
     assert not _folds(rewrites)
-    x = _samples(model, n=64, seed=3)
-    held_out = _samples(model, n=64, seed=4)
+    x = normal_samples(model, n=64, seed=3)
+    held_out = normal_samples(model, n=64, seed=4)
     reference = model(held_out).numpy()
     recipe = load_recipe("int8-ptq")
     folded = convert_model(normalized, recipe, [s[None] for s in x])

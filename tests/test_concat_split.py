@@ -18,6 +18,7 @@ from edge_attn._keras import keras, tf
 from edge_attn.convert import convert_model, load_recipe
 from edge_attn.normalize import normalize
 from litert_reference import run_on_float_samples, snr_db
+from model_generator import normal_samples, randomize_weights
 
 L = keras.layers
 ACTIVATIONS = [None, "relu", "relu6", "sigmoid", "swish"]
@@ -72,19 +73,8 @@ def generated_model(seed):
     if kind != "dense_on_vectors":
         y = (L.GlobalAveragePooling2D() if rank == 4 else L.GlobalAveragePooling1D())(y)
     model = keras.Model(inputs, L.Dense(3)(y), name=f"concat_{kind}_{seed}")
-    _randomize(model, rng)
+    randomize_weights(model, rng)
     return model
-
-
-def _randomize(model, rng):
-    for layer in model.layers:
-        weights = layer.get_weights()
-        if weights:
-            layer.set_weights([rng.normal(0, 0.5, w.shape).astype("float32") for w in weights])
-
-
-def _samples(model, n=16, seed=1):
-    return np.random.default_rng(seed).normal(size=(n, *model.input_shape[1:])).astype("float32")
 
 
 def _concats(model):
@@ -98,7 +88,7 @@ SEEDS = range(16)
 def test_generated_concat_consumer_is_split_float_identically(seed):
     model = generated_model(seed)
     normalized, rewrites = normalize(model, trust_model_code=True)
-    x = _samples(model)
+    x = normal_samples(model)
     np.testing.assert_allclose(normalized(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
     assert not _concats(normalized), [layer.name for layer in normalized.layers]
     split = [r for r in rewrites if r["to"] == "split per input+Add"]
@@ -131,7 +121,7 @@ def _spatial_attention_model(read_twice=False, concat_axis=-1, consumer="conv"):
         y = L.Concatenate()([y, pooled])
     y = L.GlobalAveragePooling2D()(y)
     model = keras.Model(inputs, L.Dense(3)(y), name="spatial_attention")
-    _randomize(model, np.random.default_rng(7))
+    randomize_weights(model, np.random.default_rng(7))
     return model
 
 
@@ -144,7 +134,7 @@ def test_concats_that_cannot_be_split_are_kept(case):
     normalized, rewrites = normalize(model)
     assert len(_concats(normalized)) == len(_concats(model)), rewrites
     assert not [r for r in rewrites if r["to"] == "split per input+Add"]
-    x = _samples(model, n=4)
+    x = normal_samples(model, n=4)
     np.testing.assert_allclose(normalized(x).numpy(), model(x).numpy(), rtol=1e-5, atol=1e-5)
 
 
@@ -170,7 +160,7 @@ def test_split_gives_each_input_its_own_int8_scale_and_a_better_output():
     x = L.Conv2D(8, 3, padding="same", activation="relu")(inputs)
     pooled = L.Concatenate()([tf.reduce_max(x, axis=-1, keepdims=True), tf.reduce_mean(x, axis=-1, keepdims=True)])
     model = keras.Model(inputs, L.Conv2D(1, 7, padding="same")(pooled), name="spatial_attention_logits")
-    _randomize(model, np.random.default_rng(7))
+    randomize_weights(model, np.random.default_rng(7))
     spatial = model.layers[-1]
     kernel, bias = spatial.get_weights()
     # A conv that leans on the mean (trained CBAMs can). With the random kernel as it is (both inputs weighted
@@ -179,8 +169,8 @@ def test_split_gives_each_input_its_own_int8_scale_and_a_better_output():
     kernel[:, :, 1] *= 8
     spatial.set_weights([kernel, bias])
     normalized, _ = normalize(model)
-    x = _samples(model, n=64, seed=3)
-    held_out = _samples(model, n=64, seed=4)
+    x = normal_samples(model, n=64, seed=3)
+    held_out = normal_samples(model, n=64, seed=4)
     reference = model(held_out).numpy()
 
     as_written, ops, tensors = _int8(model, x)
