@@ -56,6 +56,16 @@ def _only_reader(layer, model_outputs):
     return readers[0].layer if len(readers) == 1 else None
 
 
+def batch_norm_affine(batch_norm):
+    """``(s, b)``, float64 per channel: what a BatchNormalization computes in inference mode, ``x * s + b``."""
+    gamma = batch_norm.gamma.numpy() if batch_norm.scale else 1.0
+    beta = batch_norm.beta.numpy() if batch_norm.center else 0.0
+    scale = gamma / np.sqrt(batch_norm.moving_variance.numpy() + batch_norm.epsilon)
+    shape = batch_norm.moving_mean.shape
+    return (np.broadcast_to(scale, shape).astype(np.float64),
+            np.broadcast_to(beta - batch_norm.moving_mean.numpy() * scale, shape).astype(np.float64))
+
+
 def per_channel_affine(layer):
     """``(s, b)`` when ``layer`` computes ``x * s + b`` over the last axis (a channels-last BatchNormalization
     or a linear, stride-1, 1x1 depthwise conv with depth multiplier 1), else None."""
@@ -64,11 +74,7 @@ def per_channel_affine(layer):
         axes = layer.axis if isinstance(layer.axis, (list, tuple)) else [layer.axis]
         if [a % rank for a in axes] != [rank - 1]:
             return None
-        gamma = layer.gamma.numpy() if layer.scale else 1.0
-        beta = layer.beta.numpy() if layer.center else 0.0
-        scale = gamma / np.sqrt(layer.moving_variance.numpy() + layer.epsilon)
-        return (np.broadcast_to(scale, layer.moving_mean.shape).astype(np.float64),
-                np.broadcast_to(beta - layer.moving_mean.numpy() * scale, layer.moving_mean.shape).astype(np.float64))
+        return batch_norm_affine(layer)
     if (type(layer) is keras.layers.DepthwiseConv2D and tuple(layer.kernel_size) == (1, 1)
             and tuple(layer.strides) == (1, 1) and layer.depth_multiplier == 1
             and layer.data_format == "channels_last" and _activation(layer) == "linear"):
@@ -161,7 +167,6 @@ def fold_affines_forward(model):
         affine, scale, offset = folds[id(layer)]
         names.append(affine.name)
         config = {**layer.get_config(), "use_bias": True}
-        config.pop("bias_initializer", None)  # the folded bias is set below
         folded = type(layer).from_config(config)
         out = folded(args[0], **kwargs)
         folded.set_weights(_folded_weights(layer, scale, offset))

@@ -22,6 +22,7 @@ import numpy as np
 
 from edge_attn import _compat
 from edge_attn._keras import keras, tf
+from edge_attn.normalize.affine_fold import batch_norm_affine
 from edge_attn.normalize.elementwise import ConstantAffine, HardSigmoid, HardSwish
 from edge_attn.normalize.op_rules import Unsupported
 
@@ -168,10 +169,7 @@ def _batch_norm(layer, name, args, kwargs, consumers):
     # MUL + ADD whose constant s is quantized per TENSOR: with s spread over channels (a nearly dead channel
     # has a tiny variance, so a huge s) the small scales lose most of their bits (measured on a tutorial
     # SE-ResNet: 42 -> 31 dB in one BN). A 1x1 depthwise conv computes the same, with per-channel int8 weights.
-    gamma = layer.gamma.numpy() if layer.scale else 1.0
-    beta = layer.beta.numpy() if layer.center else 0.0
-    scale = gamma / np.sqrt(layer.moving_variance.numpy() + layer.epsilon)
-    offset = beta - layer.moving_mean.numpy() * scale
+    scale, offset = batch_norm_affine(layer)
     depthwise = keras.layers.DepthwiseConv2D(1, use_bias=True, name=name)
     out = depthwise(x)
     depthwise.set_weights([scale.reshape(1, 1, -1, 1).astype(np.float32), offset.astype(np.float32)])
